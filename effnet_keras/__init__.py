@@ -1,0 +1,37 @@
+"""effnet-keras: EfficientNet, EfficientNetV2 and CoAtNet for Keras 3.
+
+Importing this package never imports TensorFlow: the models run on the
+TensorFlow, JAX and torch backends. Data, training and export live in
+TF-only subpackages that import TensorFlow when used.
+"""
+
+from effnet_keras.features import feature_extractor
+from effnet_keras.features import feature_layers
+from effnet_keras.layers import StochasticDepth
+from effnet_keras.models.common import set_regularization
+from effnet_keras.models.efficientnet import EfficientNet
+from effnet_keras.models.efficientnet import EfficientNetB0
+from effnet_keras.models.efficientnet import EfficientNetB1
+from effnet_keras.models.efficientnet import EfficientNetB2
+from effnet_keras.models.efficientnet import EfficientNetB3
+from effnet_keras.models.efficientnet import EfficientNetB4
+from effnet_keras.models.efficientnet import EfficientNetB5
+from effnet_keras.models.efficientnet import EfficientNetB6
+from effnet_keras.models.efficientnet import EfficientNetB7
+from effnet_keras.models.efficientnet import EfficientNetB8
+from effnet_keras.models.efficientnet import EfficientNetL2
+from effnet_keras.models.efficientnet import compound_scaling
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B0
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B1
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B2
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B3
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2L
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2M
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2S
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2XL
+from effnet_keras.models.registry import get_model
+from effnet_keras.models.registry import list_models
+from effnet_keras.models.registry import register_model
+from effnet_keras.stats import model_stats
+
+__version__ = "0.1.0"
