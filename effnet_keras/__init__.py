@@ -27,6 +27,7 @@ from effnet_keras.models.efficientnet_v2 import EfficientNetV2B2
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2B3
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2L
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2M
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2Nano
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2S
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2XL
 from effnet_keras.models.registry import get_model

@@ -80,6 +80,9 @@ V2_VARIANTS = {
     "m": (M_BLOCKS, 1.0, 1.0, 384, 480, 0.3, "plus_minus_one"),
     "l": (L_BLOCKS, 1.0, 1.0, 384, 480, 0.4, "plus_minus_one"),
     "xl": (XL_BLOCKS, 1.0, 1.0, 384, 512, 0.4, "plus_minus_one"),
+    # Not a paper model: the B0 table at width 0.25 / depth 0.34 (~0.2 M params), for the
+    # digits demo, tests and CPU smoke runs. Same blocks, names and code paths as B0.
+    "nano": (BASE_BLOCKS, 0.25, 0.34, 64, 64, 0.1, "imagenet_mean_std"),
 }
 
 
@@ -111,3 +114,4 @@ EfficientNetV2S = _public_builder(V2_SPECS["efficientnetv2-s"], "EfficientNetV2S
 EfficientNetV2M = _public_builder(V2_SPECS["efficientnetv2-m"], "EfficientNetV2M", "EfficientNetV2")
 EfficientNetV2L = _public_builder(V2_SPECS["efficientnetv2-l"], "EfficientNetV2L", "EfficientNetV2")
 EfficientNetV2XL = _public_builder(V2_SPECS["efficientnetv2-xl"], "EfficientNetV2XL", "EfficientNetV2")
+EfficientNetV2Nano = _public_builder(V2_SPECS["efficientnetv2-nano"], "EfficientNetV2Nano", "EfficientNetV2 (demo size)")

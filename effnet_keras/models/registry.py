@@ -53,7 +53,7 @@ def list_models(pattern=None):
 
 def _sort_key(name):
     family, _, variant = name.rpartition("-")
-    order = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "l2", "s", "m", "l", "xl"]
+    order = ["nano", "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "l2", "s", "m", "l", "xl"]
     if variant in order:
         return (family, order.index(variant), variant)
     return (family, len(order) + (int(variant) if variant.isdigit() else 0), variant)
@@ -61,6 +61,6 @@ def _sort_key(name):
 
 for _spec_name, _builder in (
     [(f"efficientnet-{v}", getattr(efficientnet, f"EfficientNet{v.upper()}")) for v in efficientnet.V1_VARIANTS]
-    + [(f"efficientnetv2-{v}", getattr(efficientnet_v2, f"EfficientNetV2{v.upper()}")) for v in efficientnet_v2.V2_VARIANTS]
+    + [(f"efficientnetv2-{v}", getattr(efficientnet_v2, "EfficientNetV2" + ("Nano" if v == "nano" else v.upper()))) for v in efficientnet_v2.V2_VARIANTS]
 ):
     register_model(_spec_name, _builder)
