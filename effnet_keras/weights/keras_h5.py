@@ -48,10 +48,10 @@ def assign_by_name(model, arrays_by_layer, *, source, skip_head=False):
     layers = {layer.name: layer for layer in model.layers}
     skipped = []
     for name, arrays in arrays_by_layer.items():
+        if _is_preprocessing(name) or (name not in layers and skip_head and name in HEAD_LAYERS):
+            skipped.append(name)
+            continue
         if name not in layers:
-            if _is_preprocessing(name) or (skip_head and name in HEAD_LAYERS):
-                skipped.append(name)
-                continue
             raise ValueError(f"{source}: layer {name!r} in the file has no counterpart in model {model.name!r}.")
         layer = layers[name]
         expected = [tuple(w.shape) for w in layer.weights]
