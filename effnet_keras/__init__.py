@@ -8,6 +8,15 @@ TF-only subpackages that import TensorFlow when used.
 from effnet_keras.features import feature_extractor
 from effnet_keras.features import feature_layers
 from effnet_keras.layers import StochasticDepth
+from effnet_keras.models.coatnet import CoAtNet
+from effnet_keras.models.coatnet import CoAtNet0
+from effnet_keras.models.coatnet import CoAtNet1
+from effnet_keras.models.coatnet import CoAtNet2
+from effnet_keras.models.coatnet import CoAtNet3
+from effnet_keras.models.coatnet import CoAtNet4
+from effnet_keras.models.coatnet import CoAtNet5
+from effnet_keras.models.coatnet import CoAtNet6
+from effnet_keras.models.coatnet import CoAtNet7
 from effnet_keras.models.common import set_regularization
 from effnet_keras.models.efficientnet import EfficientNet
 from effnet_keras.models.efficientnet import EfficientNetB0

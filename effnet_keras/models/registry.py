@@ -6,6 +6,7 @@
 
 import re
 
+from effnet_keras.models import coatnet
 from effnet_keras.models import efficientnet
 from effnet_keras.models import efficientnet_v2
 
@@ -64,3 +65,6 @@ for _spec_name, _builder in (
     + [(f"efficientnetv2-{v}", getattr(efficientnet_v2, "EfficientNetV2" + ("Nano" if v == "nano" else v.upper()))) for v in efficientnet_v2.V2_VARIANTS]
 ):
     register_model(_spec_name, _builder)
+
+for _variant in sorted(coatnet.COATNET_SPECS):
+    register_model(_variant, getattr(coatnet, "CoAtNet" + _variant.rsplit("-", 1)[1]))
