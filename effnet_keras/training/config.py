@@ -1,0 +1,233 @@
+"""Run configuration: base -> model -> dataset -> --config file -> --hparam_str, validated.
+
+Like automl's `hparams.py`, but every key must already exist in `configs/base.yaml`
+(a typo is an error naming the key and the allowed keys, never a silently new
+setting), values keep the type of the base value, and the merged config is
+written to `model_dir/config.yaml` so a rerun in the same directory can tell
+whether it is resuming the same job.
+"""
+
+import copy
+import os
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+# Keys whose base value is null but which take a typed value.
+_FREE_TYPE_KEYS = {
+    "model.image_size",
+    "model.dropout_rate",
+    "model.bn_momentum",
+    "model.weights",
+    "train.image_size",
+    "train.ft_init_ckpt",
+    "train.max_steps",
+    "train.progressive.max_batch_size",
+    "eval.image_size",
+    "runtime.tpu",
+    "data.data_dir",
+    "data.tfds_name",
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def config_path(*parts):
+    return os.path.join(CONFIG_DIR, *parts)
+
+
+def load_yaml(path):
+    if not os.path.exists(path):
+        raise ConfigError(f"Config file {path!r} does not exist.")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path!r} must hold a mapping at the top level, got {type(data).__name__}.")
+    return data
+
+
+def available_datasets():
+    folder = config_path("datasets")
+    return sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+
+
+def dataset_config(name):
+    key = str(name).lower()
+    path = config_path("datasets", f"{key}.yaml")
+    if not os.path.exists(path):
+        raise ConfigError(f"Unknown dataset_cfg {name!r}. Available: {', '.join(available_datasets())}")
+    return load_yaml(path)
+
+
+def _flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _coerce(path, value, reference):
+    """Keep the base value's type; YAML already parsed numbers, bools and lists."""
+    if reference is None or value is None:
+        return value
+    if isinstance(reference, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ConfigError(f"{path} must be true or false. Received: {value!r}")
+    if isinstance(reference, int) and not isinstance(value, bool):
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        raise ConfigError(f"{path} must be an integer. Received: {value!r}")
+    if isinstance(reference, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path} must be a number. Received: {value!r}")
+    if isinstance(reference, list) and not isinstance(value, list):
+        raise ConfigError(f"{path} must be a list. Received: {value!r}")
+    if isinstance(reference, str) and not isinstance(value, str):
+        raise ConfigError(f"{path} must be a string. Received: {value!r}")
+    return value
+
+
+def merge(base, override, source, _prefix=""):
+    """Deep-merge `override` into a copy of `base`; unknown keys are errors."""
+    result = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        path = f"{_prefix}{key}"
+        if key not in result:
+            allowed = ", ".join(sorted(result))
+            raise ConfigError(f"{source}: unknown config key {path!r}. Allowed keys under {_prefix or 'top level'!r}: {allowed}")
+        if isinstance(result[key], dict) and result[key]:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {path!r} is a section; give a mapping, not {value!r}.")
+            result[key] = merge(result[key], value, source, path + ".")
+        else:
+            result[key] = _coerce(path, value, result[key]) if path not in _FREE_TYPE_KEYS else value
+    return result
+
+
+def parse_hparam_str(text):
+    """'train.batch_size=512,data.ram=10' -> nested dict (values parsed as YAML scalars).
+
+    Lists use '|': 'a.b=1|2|3'. A value may itself contain commas only inside [...].
+    """
+    if not text:
+        return {}
+    if text.endswith((".yaml", ".yml")):
+        return load_yaml(text)
+    result = {}
+    for item in _split_top_level(text):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ConfigError(f"--hparam_str item {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        value = [yaml.safe_load(v) for v in raw.split("|")] if "|" in raw else yaml.safe_load(raw)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return result
+
+
+def _split_top_level(text):
+    items, depth, current = [], 0, ""
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    return items
+
+
+def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str=None, overrides=None):
+    """base.yaml -> model -> dataset -> config_file -> hparam_str -> overrides (flags)."""
+    config = load_yaml(config_path("base.yaml"))
+    if model_name:
+        config = merge(config, {"model": {"name": model_name}}, "--model_name")
+        recipe = model_recipe(model_name)
+        if recipe:
+            config = merge(config, recipe, f"recipe for {model_name}")
+    if dataset_cfg:
+        config = merge(config, dataset_config(dataset_cfg), f"configs/datasets/{dataset_cfg}.yaml")
+        config = merge(config, {"data": {"config_name": str(dataset_cfg).lower()}}, "--dataset_cfg")
+    if config_file:
+        config = merge(config, load_yaml(config_file), config_file)
+    if hparam_str:
+        config = merge(config, parse_hparam_str(hparam_str), "--hparam_str")
+    if overrides:
+        config = merge(config, overrides, "command-line flags")
+    validate(config)
+    return config
+
+
+def model_recipe(model_name):
+    """Per-family optimizer recipe from configs/recipes/<family>.yaml (CoAtNet: AdamW + cosine)."""
+    family = "coatnet" if str(model_name).lower().startswith("coatnet") else "efficientnet"
+    path = config_path("recipes", f"{family}.yaml")
+    return load_yaml(path) if os.path.exists(path) else {}
+
+
+CHOICES = {
+    "train.optimizer": ("rmsprop", "adamw", "sgd"),
+    "train.lr_sched": ("exponential", "cosine", "constant"),
+    "train.loss": ("auto", "softmax", "sigmoid"),
+    "runtime.strategy": ("auto", "tpu", "gpus", "cpu", "multi_worker"),
+    "runtime.mixed_precision": ("auto", "bf16", "fp16", "none"),
+}
+
+
+def validate(config):
+    flat = _flatten(config)
+    for key, allowed in CHOICES.items():
+        if key in flat and flat[key] not in allowed:
+            raise ConfigError(f"{key} must be one of {allowed}. Received: {flat[key]!r}")
+    positive = ("train.batch_size", "train.epochs", "eval.batch_size", "train.steps_per_execution")
+    for key in positive:
+        if key in flat and (not isinstance(flat[key], int) or flat[key] < 1):
+            raise ConfigError(f"{key} must be a positive integer. Received: {flat[key]!r}")
+    for key in ("train.label_smoothing", "train.ema_decay", "model.drop_connect_rate"):
+        if key in flat and flat[key] is not None and not 0.0 <= float(flat[key]) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1). Received: {flat[key]!r}")
+    return config
+
+
+def dump(config):
+    return yaml.safe_dump(config, sort_keys=True)
+
+
+def write_or_check(config, model_dir, override_config=False):
+    """Write model_dir/config.yaml, or refuse a different config for an existing run."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, "config.yaml")
+    if os.path.exists(path) and not override_config:
+        existing = load_yaml(path)
+        if existing != yaml.safe_load(dump(config)):
+            changed = sorted(
+                k for k in set(_flatten(existing)) | set(_flatten(config))
+                if _flatten(existing).get(k) != _flatten(yaml.safe_load(dump(config))).get(k)
+            )
+            raise ConfigError(
+                f"{model_dir} already holds a run with a different config (differs in: {', '.join(changed[:12])}). "
+                "Use another --model_dir, or pass --override_config to continue with the new config."
+            )
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(dump(config))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,73 @@
+"""tf.distribute strategy selection: TPU > GPUs > CPU for `auto`, or exactly what was asked.
+
+The resolver class is a parameter so tests can drive the TPU wiring with a fake
+(no TPU is reachable from a test machine).
+"""
+
+import json
+import os
+
+from absl import logging
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def tpu_strategy(tpu=None, resolver_cls=None):
+    """TPUClusterResolver -> connect_to_cluster -> initialize_tpu_system -> TPUStrategy."""
+    tf = _tf()
+    resolver_cls = resolver_cls or tf.distribute.cluster_resolver.TPUClusterResolver
+    resolver = resolver_cls(tpu=tpu) if tpu else resolver_cls()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _find_tpu(tpu, resolver_cls):
+    """A TPU strategy if one is reachable, else None (for `auto`)."""
+    tf = _tf()
+    resolver_cls = resolver_cls or tf.distribute.cluster_resolver.TPUClusterResolver
+    try:
+        resolver = resolver_cls(tpu=tpu) if tpu else resolver_cls()
+        if not resolver.master():
+            return None
+    except (ValueError, RuntimeError, KeyError, tf.errors.NotFoundError) as error:
+        logging.info("No TPU found (%s); falling back.", error)
+        return None
+    return tpu_strategy(tpu, lambda **_: resolver)
+
+
+def make_strategy(name="auto", tpu=None, devices=None, resolver_cls=None):
+    """name: auto | tpu | gpus | cpu | multi_worker. `devices` pins MirroredStrategy's devices."""
+    tf = _tf()
+    if name not in ("auto", "tpu", "gpus", "cpu", "multi_worker"):
+        raise ValueError(f"strategy must be one of auto, tpu, gpus, cpu, multi_worker. Received: {name!r}")
+    if name == "tpu":
+        return tpu_strategy(tpu, resolver_cls)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy=multi_worker needs the TF_CONFIG environment variable (cluster spec and task).")
+        json.loads(os.environ["TF_CONFIG"])  # a malformed TF_CONFIG fails here, loudly
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if devices:
+        return tf.distribute.MirroredStrategy(devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "gpus":
+        if not gpus:
+            raise ValueError("strategy=gpus but no GPU is visible to TensorFlow.")
+        return tf.distribute.MirroredStrategy()
+    # auto
+    if tpu is not None or os.environ.get("TPU_NAME") or resolver_cls is not None:
+        strategy = _find_tpu(tpu, resolver_cls)
+        if strategy is not None:
+            return strategy
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.get_strategy()

@@ -1,0 +1,195 @@
+"""Config merge and validation, lr schedules, per-stage batch sizes, EMA warm-up, strategy wiring."""
+
+import os
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from effnet_keras.training import config as config_lib
+from effnet_keras.training import optim
+from effnet_keras.training import strategy as strategy_lib
+from effnet_keras.training import trainer as trainer_lib
+
+# ----------------------------------------------------------------- config
+
+
+def test_merge_order_and_types():
+    cfg = config_lib.build_config(
+        model_name="efficientnetv2-s",
+        dataset_cfg="digits",
+        hparam_str="train.batch_size=512,data.ram=10,train.progressive.randaug_magnitude=5|15",
+        overrides={"runtime": {"strategy": "cpu"}},
+    )
+    assert cfg["model"]["name"] == "efficientnetv2-s"
+    assert cfg["train"]["batch_size"] == 512 and isinstance(cfg["train"]["batch_size"], int)
+    assert cfg["data"]["ram"] == 10.0 and isinstance(cfg["data"]["ram"], float)
+    assert cfg["train"]["progressive"]["randaug_magnitude"] == [5, 15]
+    assert cfg["runtime"]["strategy"] == "cpu"
+    assert cfg["data"]["config_name"] == "digits"
+
+
+def test_coatnet_recipe_is_applied():
+    cfg = config_lib.build_config(model_name="coatnet-0")
+    assert (cfg["train"]["optimizer"], cfg["train"]["lr_sched"], cfg["train"]["weight_decay"]) == ("adamw", "cosine", 0.05)
+    assert cfg["train"]["gclip"] == 1.0
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'train.batchsize'.*batch_size"):
+        config_lib.build_config(hparam_str="train.batchsize=3")
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'trian'.*Allowed keys"):
+        config_lib.build_config(hparam_str="trian.x=1")
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(config_lib.ConfigError, match=r"train.optimizer must be one of .*'adam'"):
+        config_lib.build_config(hparam_str="train.optimizer=adam")
+    with pytest.raises(config_lib.ConfigError, match=r"train.batch_size must be an integer.*'big'"):
+        config_lib.build_config(hparam_str="train.batch_size=big")
+    with pytest.raises(config_lib.ConfigError, match=r"train.ema_decay must be in \[0, 1\)"):
+        config_lib.build_config(hparam_str="train.ema_decay=1.5")
+    with pytest.raises(config_lib.ConfigError, match=r"Unknown dataset_cfg 'imagenett'.*digits"):
+        config_lib.build_config(dataset_cfg="imagenett")
+    with pytest.raises(config_lib.ConfigError, match="not of the form"):
+        config_lib.build_config(hparam_str="train.batch_size")
+
+
+def test_config_file_layer(tmp_path):
+    path = os.path.join(tmp_path, "extra.yaml")
+    with open(path, "w") as f:
+        f.write("train:\n  epochs: 7\n")
+    assert config_lib.build_config(config_file=path)["train"]["epochs"] == 7
+
+
+def test_rerun_with_different_config_is_refused(tmp_path):
+    cfg = config_lib.build_config()
+    config_lib.write_or_check(cfg, str(tmp_path))
+    config_lib.write_or_check(cfg, str(tmp_path))  # same config: fine
+    other = config_lib.build_config(hparam_str="train.epochs=3")
+    with pytest.raises(config_lib.ConfigError, match=r"different config.*train.epochs.*--override_config"):
+        config_lib.write_or_check(other, str(tmp_path))
+    config_lib.write_or_check(other, str(tmp_path), override_config=True)
+    assert config_lib.load_yaml(os.path.join(tmp_path, "config.yaml"))["train"]["epochs"] == 3
+
+
+# ----------------------------------------------------------------- lr schedule
+
+
+def _lr(schedule, step):
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+def test_lr_schedule_values_match_automl_tests():
+    # automl utils_test: 10 steps/epoch; warm-up 2 epochs: 0.25 at step 5, 1.0 after;
+    # exponential 0.5 every 2 epochs: 1.0 @5 (no warm-up), 0.5 @25, 0.125 @70; cosine 10 epochs.
+    seg = [(0, 0, 10, 1.0)]
+    warm = optim.RecipeSchedule(1.0, seg, total_epochs=10, sched="constant", warmup_epochs=2)
+    assert _lr(warm, 5) == pytest.approx(0.25) and _lr(warm, 35) == pytest.approx(1.0)
+    exp = optim.RecipeSchedule(1.0, seg, total_epochs=10, sched="exponential", warmup_epochs=0,
+                               decay_epochs=2, decay_factor=0.5)
+    assert [_lr(exp, s) for s in (5, 25, 70)] == pytest.approx([1.0, 0.5, 0.125])
+    cos = optim.RecipeSchedule(1.0, [(0, 0, 1, 1.0)], total_epochs=10, sched="cosine", warmup_epochs=0)
+    assert [_lr(cos, s) for s in (4, 5, 6)] == pytest.approx([0.654508, 0.5, 0.345491], abs=1e-5)
+
+
+def test_imagenet_recipe_drop_after_warmup():
+    # 0.256 @ bs 4096, 5-epoch warm-up, x0.97 per 2.4 epochs counted from step 0:
+    # right after warm-up the lr is 0.256 * 0.97**2 (reference §2.5).
+    steps = 1_281_167 // 4096
+    s = optim.RecipeSchedule(0.256, [(0, 0, steps, 1.0)], 350, warmup_epochs=5)
+    assert _lr(s, 5 * steps + 1) == pytest.approx(0.256 * 0.97**2, rel=1e-5)
+    assert _lr(s, 350 * steps - 1) == pytest.approx(0.256 * 0.97 ** (349 // 2.4), rel=1e-4)
+
+
+def _stage(index, size, start, end, batch=None):
+    return SimpleNamespace(index=index, image_size=size, start_epoch=start, end_epoch=end, batch_size=batch)
+
+
+def test_stage_batch_sizes_grow_as_area_shrinks():
+    stages = [_stage(0, 128, 0, 1), _stage(1, 171, 1, 2), _stage(2, 300, 2, 3)]
+    sizes = trainer_lib.stage_batch_sizes(stages, base_batch=128, final_size=300, replicas=8)
+    quantum = 64
+    expected = [int(128 * (300 / s) ** 2) // quantum * quantum for s in (128, 171)] + [128]
+    assert sizes == expected == [640, 384, 128]
+    assert trainer_lib.stage_batch_sizes(stages, 128, 300, replicas=8, cap=512) == [512, 384, 128]
+    assert trainer_lib.stage_batch_sizes(stages, 128, 300, growth=False) == [128, 128, 128]
+
+
+def test_plan_and_lr_scale_follow_batch():
+    stages = [_stage(0, 32, 0, 2), _stage(1, 64, 2, 4)]
+    plans = trainer_lib.plan_stages(stages, base_batch=16, num_train=1000, replicas=1)
+    assert [p.batch_size for p in plans] == [64, 16]
+    assert [p.lr_scale for p in plans] == [4.0, 1.0]
+    assert [p.steps_per_epoch for p in plans] == [1000 // 64, 1000 // 16]
+    assert plans[1].start_step == 2 * (1000 // 64)
+    train_cfg = config_lib.build_config()["train"] | {"lr_base": 0.256, "lr_warmup_epoch": 0.0, "lr_sched": "constant"}
+    schedule = trainer_lib.make_schedule(train_cfg, plans, base_batch=16)
+    # lr = lr_base * 16 / 256 = 0.016, times the stage's batch ratio.
+    assert _lr(schedule, 0) == pytest.approx(0.064)
+    assert _lr(schedule, plans[1].start_step) == pytest.approx(0.016)
+    with pytest.raises(ValueError, match="larger than the 10 training examples"):
+        trainer_lib.plan_stages([_stage(0, 64, 0, 1)], base_batch=16, num_train=10)
+
+
+def test_ema_warmup_and_l2():
+    var = keras.Variable(np.ones((2, 2), "float32"))
+    bias = keras.Variable(np.ones((2,), "float32"))
+    opt = optim.RecipeSGD(learning_rate=0.1, momentum=0.0, l2=0.5, use_ema=True, ema_momentum=0.9999)
+    opt.build([var, bias])
+    opt.apply([np.zeros((2, 2), "float32"), np.zeros((2,), "float32")], [var, bias])
+    # L2 reaches kernels only: w -= lr * l2 * w.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(var), 0.95)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bias), 1.0)
+    # The first update copies the weights; then decay = min(0.9999, (1 + t) / (10 + t)):
+    # at t = 1 that is 2/11, so a 0.9999 EMA of a short run still follows the weights.
+    ema = optim.ema_variables(opt)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ema[0]), 0.95, rtol=1e-6)
+    opt.apply([np.zeros((2, 2), "float32"), np.zeros((2,), "float32")], [var, bias])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ema[0]), 2 / 11 * 0.95 + 9 / 11 * 0.95 * 0.95, rtol=1e-6)
+    opt.finalize_variable_values([var, bias])  # must not overwrite the model with the EMA
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(var), 0.95 * 0.95, rtol=1e-6)
+
+
+# ----------------------------------------------------------------- strategy
+
+
+class FakeResolver:
+    created = []
+
+    def __init__(self, tpu=None):
+        self.tpu = tpu
+        FakeResolver.created.append(tpu)
+
+    def master(self):
+        return "grpc://10.0.0.2:8470"
+
+
+def test_tpu_wiring_with_mocked_resolver(monkeypatch):
+    import tensorflow as tf
+
+    calls = []
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda r: calls.append(("connect", r.tpu)))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda r: calls.append(("init", r.tpu)))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", lambda r: ("TPUStrategy", r.tpu))
+    assert strategy_lib.make_strategy("tpu", tpu="my-tpu", resolver_cls=FakeResolver) == ("TPUStrategy", "my-tpu")
+    assert calls == [("connect", "my-tpu"), ("init", "my-tpu")]
+    calls.clear()
+    # auto prefers a reachable TPU
+    assert strategy_lib.make_strategy("auto", tpu="t2", resolver_cls=FakeResolver)[0] == "TPUStrategy"
+    assert calls[0] == ("connect", "t2")
+
+
+def test_strategy_choices_and_errors(monkeypatch):
+    import tensorflow as tf
+
+    assert strategy_lib.make_strategy("auto").num_replicas_in_sync == 1
+    assert isinstance(strategy_lib.make_strategy("cpu"), tf.distribute.OneDeviceStrategy)
+    with pytest.raises(ValueError, match="no GPU"):
+        strategy_lib.make_strategy("gpus")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        strategy_lib.make_strategy("multi_worker")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        strategy_lib.make_strategy("mirrored")
