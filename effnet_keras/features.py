@@ -8,6 +8,8 @@ last layer in graph order is its output. Strides come from a symbolic pass at a
 probe size, so models with dynamic input sizes work too.
 """
 
+import math
+
 import keras
 
 EXCLUDED_PREFIXES = ("top", "avg", "max", "predictions", "head", "pre", "input", "rescaling", "normalization")
@@ -32,9 +34,11 @@ def feature_layers(model, probe_size=256):
     specs = probe_model.compute_output_spec(keras.KerasTensor((1, probe[0], probe[1], model.inputs[0].shape[-1])))
     endpoints = {}
     for layer, spec in zip(candidates, keras.tree.flatten(specs)):
-        stride = probe[0] / spec.shape[1]
-        level = {2: 1, 4: 2, 8: 3, 16: 4, 32: 5}.get(round(stride) if abs(stride - round(stride)) < 0.5 else None)
-        if level is not None:
+        # SAME padding gives ceil(size / stride): at sizes that are not multiples of 32 the
+        # ratio is below the stride (48 px -> 2x2 at stride 32), so round in log2.
+        ratio = max(probe) / max(spec.shape[1], spec.shape[2])
+        level = int(round(math.log2(ratio))) if ratio >= 1.5 else 0
+        if 1 <= level <= 5:
             endpoints[f"P{level}"] = layer.name  # later layers at the same stride win
     missing = [f"P{i}" for i in range(1, 6) if f"P{i}" not in endpoints]
     if missing:

@@ -1,0 +1,80 @@
+"""python -m effnet_keras.explain IMAGE... --model_name=NAME [--weights=...] [--out=DIR]
+
+Writes one PNG per image (original | Grad-CAM overlay, top-5 classes underneath)
+and a grid of all of them, and prints where it wrote them.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def _load_image(path, size):
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise SystemExit("effnet_keras.explain needs Pillow to read images: pip install pillow") from error
+    if not os.path.exists(path):
+        raise SystemExit(f"No such image: {path}")
+    with Image.open(path) as image:
+        image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+        return np.asarray(image, dtype="float32")
+
+
+def _labels(path, classes):
+    if path is None:
+        return [str(i) for i in range(classes)]
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if len(names) != classes:
+        raise SystemExit(f"--labels file {path} has {len(names)} names; the model has {classes} classes.")
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m effnet_keras.explain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", help="PNG/JPEG files")
+    parser.add_argument("--model_name", required=True, help="e.g. efficientnetv2-b0, coatnet-0")
+    parser.add_argument("--weights", default=None, help="weight id or weights file (default: random init)")
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--image_size", type=int, default=None, help="default: the model's input size")
+    parser.add_argument("--layer", default=None, help="feature layer to explain (default: last feature map)")
+    parser.add_argument("--labels", default=None, help="text file, one class name per line")
+    parser.add_argument("--out", default="cam_out")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    import effnet_keras
+    from effnet_keras.explain import class_activation_map, grid, overlay_panel
+
+    kwargs = dict(weights=args.weights, classes=args.classes)
+    if args.image_size:
+        kwargs["input_shape"] = (args.image_size, args.image_size, 3)
+    model = effnet_keras.get_model(args.model_name, **kwargs)
+    size = model.input_shape[1]
+    images = np.stack([_load_image(p, size) for p in args.images])
+    heatmaps, logits = class_activation_map(model, images, layer_name=args.layer, return_logits=True)
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    names = _labels(args.labels, probs.shape[-1])
+    os.makedirs(args.out, exist_ok=True)
+    panels, written = [], []
+    for path, image, heatmap, p in zip(args.images, images, heatmaps, probs):
+        top = np.argsort(-p)[:5]
+        panel = overlay_panel(image, heatmap, [(names[i], float(p[i])) for i in top], title=os.path.basename(path))
+        target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + "_cam.png")
+        panel.save(target)
+        panels.append(panel)
+        written.append(target)
+    grid_path = os.path.join(args.out, "grid.png")
+    grid(panels).save(grid_path)
+    for target in written + [grid_path]:
+        print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
