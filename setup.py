@@ -21,6 +21,7 @@ setup(
         "h5py",
         "scikit-learn",
         "tensorflow-datasets",
+        "pillow",
     ],
     extras_require={
         "hub": ["tensorflow-hub==0.16.1", "tf-keras~=2.21.0"],

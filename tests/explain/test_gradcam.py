@@ -65,8 +65,12 @@ def test_class_index_and_named_layer_and_errors():
         class_activation_map(headless, images)
 
 
-def _placed_digits(canvas=64, scale=4, seed=0):
-    """scikit-learn digits (x4) pasted at random positions on an empty canvas."""
+def _quadrant_digits(canvas=64, scale=4, seed=0):
+    """scikit-learn digits (x4 -> 32 px) pasted into a random quadrant of an empty 64 px canvas.
+
+    At 64 px the last feature map is 2x2: one cell per quadrant, so "where" is a
+    question the model's own feature map can answer.
+    """
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(seed)
@@ -75,7 +79,7 @@ def _placed_digits(canvas=64, scale=4, seed=0):
     side = small.shape[1]
     images = np.zeros((len(small), canvas, canvas), "float32")
     boxes = np.zeros(images.shape, bool)
-    for i, (r, c) in enumerate(rng.integers(0, canvas - side + 1, (len(small), 2))):
+    for i, (r, c) in enumerate(rng.integers(0, 2, (len(small), 2)) * (canvas - side)):
         images[i, r:r + side, c:c + side] = small[i]
         boxes[i, r:r + side, c:c + side] = True
     return np.repeat(images[..., None] * 255.0, 3, axis=-1), digits.target, boxes
@@ -83,23 +87,25 @@ def _placed_digits(canvas=64, scale=4, seed=0):
 
 @pytest.mark.slow
 def test_trained_model_looks_at_the_digit():
-    """A few epochs on digits at random places: the heatmap follows the digit.
+    """8 epochs on digits placed in a random quadrant: the heatmap finds the digit.
 
-    Measured (2-core CPU, 12 epochs, seeds 0/1): density inside the digit's box vs
-    outside 2.04 / 2.67, 40-47 % of the mass in 25 % of the area; test accuracy
-    0.35-0.58 (chance 0.10). Asserted with margin: ratio >= 1.5.
+    Measured (2-core CPU, seeds 0/1/2): test accuracy 0.85-0.92; the heatmap's peak
+    is in the digit's quadrant for 80-83 % of test images (chance: 25 %); heat
+    density inside the digit's quadrant vs outside 1.49-1.57. Asserted with margin.
     """
     keras.utils.set_random_seed(0)
-    images, labels, boxes = _placed_digits(seed=0)
+    images, labels, boxes = _quadrant_digits(seed=0)
     model = effnet_keras.EfficientNetV2Nano(input_shape=(64, 64, 3), classes=10)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(images[:1400], labels[:1400], batch_size=64, epochs=12, verbose=0)
+    model.fit(images[:1400], labels[:1400], batch_size=64, epochs=8, verbose=0)
     accuracy = model.evaluate(images[1400:], labels[1400:], verbose=0)[1]
-    assert accuracy > 0.25
+    assert accuracy > 0.6
     cams = class_activation_map(model, images[1400:1600])
     box = boxes[1400:1600]
-    ratio = (cams[box].mean()) / (cams[~box].mean())
-    assert ratio >= 1.5, ratio
+    peak = cams.reshape(len(cams), -1).argmax(axis=1)
+    hit_rate = box.reshape(len(box), -1)[np.arange(len(box)), peak].mean()
+    assert hit_rate >= 0.6, hit_rate  # 2.4x chance
+    assert cams[box].mean() / cams[~box].mean() >= 1.3
 
 
 def test_cli_writes_readable_pngs(tmp_path):
