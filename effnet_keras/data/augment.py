@@ -1,0 +1,260 @@
+"""RandAugment, Mixup, CutMix and random erasing inside tf.data, built from Keras 3's preprocessing layers.
+
+Every op is a Keras layer (`keras.layers.RandomRotation`, `MixUp`, `CutMix`,
+`RandomErasing`, ...). We call each layer's `get_random_transformation` /
+`transform_images` / `transform_labels` ourselves, for three reasons:
+
+* Seeds. Keras' layers draw from a `SeedGenerator` variable. In a parallel
+  tf.data map two images can read the same state (identical augmentations), a
+  seeded pipeline is not reproducible, and under
+  `tf.config.experimental.enable_op_determinism()` the variable update makes
+  tf.data run every map serially. `ElementSeed` instead feeds each layer a
+  stateless seed derived from the image's own seed.
+* Backends. Under `KERAS_BACKEND=jax` the layers must run their TensorFlow
+  implementation inside tf.data; `_tensorflow_backend` switches them the way
+  Keras' own `DataLayer.__call__` does.
+* RandAugment. `keras.layers.RandAugment` computes all 11 of its ops for every
+  image and keeps 2 with `where` (15 img/s per core at 300 px in our
+  measurement), picks the ops once per call (shared by a whole batch) and
+  maps one `factor` onto one-sided ranges (rotation 0..360*factor degrees in
+  one direction, brightness only up, sharpness only blur). `RandAugment` below
+  runs automl's 16-op policy with `tf.switch_case`, so only the chosen ops run,
+  each from the matching Keras layer set to automl's strength (docs/data.md
+  has the magnitude table).
+
+CutMix: Keras' layer mixes each sample's label by the real-valued box area while
+its mask pastes whole pixels; `CutMix` below sets each sample's label weight to
+the exact fraction of its pixels that came from the partner (automl used one
+batch-averaged weight for every sample).
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+GREY = 128.0  # automl fills uncovered pixels with grey
+
+
+# ---------------------------------------------------------------------- plumbing
+
+
+class ElementSeed(keras.random.SeedGenerator):
+    """A stateless stand-in for `keras.random.SeedGenerator` inside tf.data.
+
+    Built from one image's (or batch's) int64 [2] seed; every `next()` folds in a
+    fresh counter, so each random draw of each layer gets its own stream. No
+    variable is created or updated.
+    """
+
+    def __init__(self, seed):  # noqa: super().__init__ would create the state variable we avoid
+        self.name = "element_seed"
+        self._seed = tf.cast(seed, tf.int64)
+        self._draws = 0
+
+    def next(self, ordered=True):
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._seed, self._draws)
+
+
+@contextlib.contextmanager
+def _tensorflow_backend(layer):
+    """Run a Keras preprocessing layer's TF implementation whatever KERAS_BACKEND is (as DataLayer does)."""
+    layer.backend.set_backend("tensorflow")
+    try:
+        yield
+    finally:
+        layer.backend.reset()
+
+
+def apply_layer(layer, images, seed, labels=None):
+    """images (rank 4) [, labels] through a Keras image preprocessing layer with a stateless seed."""
+    with _tensorflow_backend(layer):
+        transformation = layer.get_random_transformation(images, training=True, seed=ElementSeed(seed))
+        out = layer.transform_images(images, transformation, training=True)
+        if labels is None:
+            return out
+        return out, layer.transform_labels(labels, transformation, training=True)
+
+
+def fold(seed, index):
+    return tf.random.experimental.stateless_fold_in(seed, index)
+
+
+# ---------------------------------------------------------------------- RandAugment
+
+
+class _FixedSolarization(keras.layers.Solarization):
+    """Solarize at a fixed threshold: Keras draws it from U(factor_low, 255 * factor_high)."""
+
+    def __init__(self, threshold, **kwargs):
+        super().__init__(addition_factor=0.0, threshold_factor=0.0, value_range=(0, 255), **kwargs)
+        self.fixed_threshold = float(threshold)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        return {"additions": tf.zeros([1, 1, 1, 1]), "thresholds": tf.fill([1, 1, 1, 1], self.fixed_threshold)}
+
+
+def randaugment_ops(magnitude, fill_value=GREY):
+    """automl's 16 RandAugment ops as (name, Keras layer) at magnitude m (automl scale, 0..30).
+
+    level = m / 10 (automl's _MAX_LEVEL is 10). Geometric strengths follow automl
+    (rotate 30*level degrees, shear 0.3*level, translate level * 100 px of automl's
+    300 px V2-S images = level / 3 of the side, cutout side 80*level px = 0.27 * level);
+    photometric ones use level capped at 1 with a symmetric range, so a larger
+    magnitude is always stronger (automl's Posterize, Solarize and enhance ops get
+    weaker or pass through identity as m grows).
+    """
+    if not 0.0 <= float(magnitude) <= 30.0:
+        raise ValueError(f"RandAugment magnitude must be in [0, 30] (automl's scale). Received: {magnitude}")
+    level = float(magnitude) / 10.0
+    capped = min(level, 1.0)
+    geo = dict(interpolation="nearest", fill_mode="constant", fill_value=fill_value, dtype="float32")
+    color = dict(value_range=(0, 255), dtype="float32")
+    rotate = min(30.0 * level / 360.0, 0.5)
+    shear = min(0.3 * level, 1.0)
+    translate = min(level / 3.0, 1.0)
+    cutout_side = min(0.27 * level, 1.0)
+    bits = 8 - round(4 * capped)
+    layers = keras.layers
+    return [
+        ("auto_contrast", layers.AutoContrast(**color)),
+        ("equalize", layers.Equalization(**color)),
+        ("invert", layers.RandomInvert(factor=(1.0, 1.0), **color)),
+        ("rotate", layers.RandomRotation(factor=(-rotate, rotate), **geo)),
+        ("posterize", layers.RandomPosterization(factor=(bits, bits), **color)),
+        ("solarize", _FixedSolarization(threshold=256.0 - 128.0 * capped, dtype="float32")),
+        ("color", layers.RandomColorDegeneration(factor=0.9 * capped, **color)),
+        ("contrast", layers.RandomContrast(factor=(0.9 * capped, 0.9 * capped), **color)),
+        ("brightness", layers.RandomBrightness(factor=0.4 * capped, **color)),
+        ("sharpness", layers.RandomSharpness(factor=((1 - 0.9 * capped) / 2, (1 + 0.9 * capped) / 2), **color)),
+        # x/y shear with strength exactly 0.3*level and a random sign, as automl.
+        ("shear_x", layers.RandomShear(x_factor=(shear, shear), y_factor=0.0, **geo)),
+        ("shear_y", layers.RandomShear(x_factor=0.0, y_factor=(shear, shear), **geo)),
+        ("translate_x", layers.RandomTranslation(height_factor=0.0, width_factor=translate, **geo)),
+        ("translate_y", layers.RandomTranslation(height_factor=translate, width_factor=0.0, **geo)),
+        ("cutout", layers.RandomErasing(factor=(1.0, 1.0), scale=(cutout_side**2, cutout_side**2),
+                                        fill_value=fill_value, value_range=(0, 255), dtype="float32")),
+        # automl's SolarizeAdd (+110*level below 128) has no Keras layer; Keras' additive
+        # Solarization inverts above the threshold instead. Use it with a fixed 128 threshold.
+        ("solarize_add", _AddSolarization(addition=110.0 * capped, dtype="float32")),
+    ]
+
+
+class _AddSolarization(keras.layers.Solarization):
+    """Keras' Solarization with a fixed addition and a 128 threshold."""
+
+    def __init__(self, addition, **kwargs):
+        super().__init__(addition_factor=0.0, threshold_factor=0.0, value_range=(0, 255), **kwargs)
+        self.fixed_addition = float(addition)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        return {"additions": tf.fill([1, 1, 1, 1], self.fixed_addition), "thresholds": tf.fill([1, 1, 1, 1], 128.0)}
+
+
+class RandAugment:
+    """Per image: `num_layers` times, pick one of the 16 ops uniformly and apply it (automl's policy).
+
+    `__call__(image, seed)` takes a float32 [H, W, 3] image in [0, 255] and an
+    int64 [2] seed; only the chosen ops execute (`tf.switch_case`).
+    """
+
+    def __init__(self, magnitude, num_layers=2):
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"data.ra_num_layers must be an integer >= 0. Received: {num_layers!r}")
+        self.magnitude, self.num_layers = float(magnitude), num_layers
+        self.ops = randaugment_ops(magnitude)
+
+    def __call__(self, image, seed):
+        shape = image.shape
+        images = image[None]
+        for layer_index in range(self.num_layers):
+            layer_seed = fold(seed, layer_index)
+            choice = tf.random.stateless_uniform([], layer_seed, 0, len(self.ops), dtype=tf.int32)
+            op_seed = fold(layer_seed, 7919)
+            branches = [self._branch(layer, images, op_seed) for _, layer in self.ops]
+            images = tf.ensure_shape(tf.switch_case(choice, branches), images.shape)
+        return tf.ensure_shape(tf.clip_by_value(images[0], 0.0, 255.0), shape)
+
+    @staticmethod
+    def _branch(layer, images, seed):
+        return lambda: tf.cast(apply_layer(layer, images, seed), tf.float32)
+
+
+# ---------------------------------------------------------------------- batch mixing
+
+
+class CutMix(keras.layers.CutMix):
+    """Keras' CutMix with lambda ~ Beta(alpha, alpha) and exact per-sample label weights.
+
+    Keras draws alpha itself from U(factor) (so `factor=(alpha, alpha)` pins it)
+    and weights labels by the real-valued box area; its mask covers the pixels
+    whose index lies in [x0, x1) x [y0, y1), which differs by up to a row and a
+    column (6 % of the label at 32 px). We recompute each sample's weight from
+    its mask: label = kept_fraction * own + pasted_fraction * partner.
+    """
+
+    def __init__(self, alpha, **kwargs):
+        if not 0.0 < float(alpha) <= 1.0:
+            raise ValueError(f"CutMix alpha must be in (0, 1] (Keras' bound). Received: {alpha}")
+        super().__init__(factor=(float(alpha), float(alpha)), **kwargs)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training=training, seed=seed)
+        if transformation is not None:
+            pasted = self.backend.numpy.mean(
+                self.backend.cast(transformation["batch_masks"], "float32"), axis=(1, 2, 3)
+            )
+            transformation["mix_weight"] = 1.0 - pasted
+        return transformation
+
+
+class BatchMixer:
+    """Mixup and/or CutMix over a batch (automl: with both on, first half Mixup, second half CutMix).
+
+    Partners come from a permutation of the same (half) batch; every sample's label
+    weights sum to 1 and equal its pixel mixing proportions. Layers are built here,
+    outside tf.data's trace (Keras layers create variables when constructed).
+    """
+
+    def __init__(self, mixup_alpha, cutmix_alpha):
+        self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError(f"mixup/cutmix alpha must be >= 0. Received: {mixup_alpha}, {cutmix_alpha}")
+        self.mixup = keras.layers.MixUp(alpha=self.mixup_alpha, dtype="float32") if self.mixup_alpha > 0 else None
+        self.cutmix = CutMix(self.cutmix_alpha, dtype="float32") if self.cutmix_alpha > 0 else None
+
+    @property
+    def active(self):
+        return self.mixup is not None or self.cutmix is not None
+
+    def __call__(self, images, labels, seed):
+        if self.mixup is not None and self.cutmix is not None:
+            half = images.shape[0] // 2 if images.shape[0] is not None else tf.shape(images)[0] // 2
+            a_images, a_labels = apply_layer(self.mixup, images[:half], fold(seed, 1), labels=labels[:half])
+            b_images, b_labels = apply_layer(self.cutmix, images[half:], fold(seed, 2), labels=labels[half:])
+            return tf.concat([a_images, b_images], 0), tf.concat([a_labels, b_labels], 0)
+        if self.mixup is not None:
+            return apply_layer(self.mixup, images, fold(seed, 1), labels=labels)
+        if self.cutmix is not None:
+            return apply_layer(self.cutmix, images, fold(seed, 2), labels=labels)
+        return images, labels
+
+
+class RandomErasing:
+    """Keras RandomErasing over a batch: each image, with `probability`, gets a grey box.
+
+    `scale` is Keras' (low, high): each side of the box is sqrt(U(scale)) of the image side
+    (automl's fine-tune cutout, a square of half the side, is scale (0.25, 0.25)).
+    """
+
+    def __init__(self, probability, scale=(0.02, 0.33)):
+        if not 0.0 <= float(probability) <= 1.0:
+            raise ValueError(f"data.random_erasing is a probability in [0, 1]. Received: {probability}")
+        if len(scale) != 2 or not 0.0 < float(scale[0]) <= float(scale[1]) <= 1.0:
+            raise ValueError(f"data.erasing_scale must be [low, high] with 0 < low <= high <= 1. Received: {scale}")
+        self.layer = keras.layers.RandomErasing(factor=(float(probability),) * 2, scale=tuple(float(s) for s in scale),
+                                                fill_value=GREY, value_range=(0, 255), dtype="float32")
+
+    def __call__(self, images, seed):
+        return apply_layer(self.layer, images, seed)
