@@ -148,7 +148,9 @@ def timm_throughput(name, size, batch, warmup, iters, compiled, mode):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = timm.create_model(TIMM[name], pretrained=False).to(device).to(memory_format=torch.channels_last)
+    # CoAtNet's relative-position tables fix its input size at construction.
+    extra = {"img_size": size} if name.startswith("coatnet") else {}
+    model = timm.create_model(TIMM[name], pretrained=False, **extra).to(device).to(memory_format=torch.channels_last)
     if compiled:
         model = torch.compile(model)
     x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
