@@ -24,8 +24,8 @@ setup(
         "pillow",
     ],
     extras_require={
-        "hub": ["tensorflow-hub==0.16.1", "tf-keras~=2.21.0"],
-        "test": ["pytest", "jax[cpu]", "safetensors", "tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "pillow"],
+        "hub": ["tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81"],  # hub 0.16 imports pkg_resources
+        "test": ["pytest", "jax[cpu]", "safetensors", "tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81", "pillow"],
     },
     entry_points={"console_scripts": ["effnet-convert=effnet_keras.convert:main"]},
 )

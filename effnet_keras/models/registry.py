@@ -68,3 +68,31 @@ for _spec_name, _builder in (
 
 for _variant in sorted(coatnet.COATNET_SPECS):
     register_model(_variant, getattr(coatnet, "CoAtNet" + _variant.rsplit("-", 1)[1]))
+
+
+def build_classifier(name, classes, image_size=None, **kwargs):
+    """The training architecture: a classifier that takes any input size.
+
+    keras.applications builders require a static size with include_top=True; for
+    progressive training (sizes change per stage) and for exports, EfficientNets
+    are built headless at (None, None, 3) with the standard head (`avg_pool`,
+    `top_dropout`, `predictions`, logits). CoAtNet's relative-position tables need
+    a static size, so it is built at `image_size`.
+    """
+    from effnet_keras.models import common
+
+    if name.lower().startswith("coatnet"):
+        if not image_size:
+            raise ValueError(f"{name} needs a static image_size (a multiple of 32).")
+        return get_model(name, include_top=True, classes=classes, classifier_activation=None,
+                         input_shape=(image_size, image_size, 3), **kwargs)
+    builder = get_builder(name)
+    dropout = kwargs.pop("dropout_rate", None)
+    if dropout is None:
+        dropout = builder.spec.dropout_rate
+    import keras
+
+    backbone = builder(include_top=False, input_shape=(None, None, 3), dropout_rate=dropout, **kwargs)
+    outputs = common.classifier_head(backbone.output, include_top=True, pooling=None, classes=classes,
+                                     classifier_activation=None, dropout_rate=dropout)
+    return keras.Model(backbone.inputs, outputs, name=backbone.name)

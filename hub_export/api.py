@@ -1,0 +1,37 @@
+"""hub_export.export(model, export_dir, kind=...): SavedModel, checked, plus optional TFLite and bundle."""
+
+import os
+
+from absl import logging
+
+from hub_export import savedmodel
+
+
+def export(model, export_dir, kind="feature_vector", image_size=None, tflite=False, int8_dataset=None, bundle=False,
+           model_name=None, weights_provenance="random initialisation", atol=1e-5):
+    """Write a reusable SavedModel for `model` (a Keras model of ours, [0, 255] input) to `export_dir`.
+
+    The SavedModel takes [0, 1] images. Before returning, the reloaded SavedModel is
+    compared with the in-memory model (max |diff| <= atol), and the export is refused
+    otherwise. Returns a dict describing what was written.
+    """
+    if kind not in savedmodel.KINDS:
+        raise ValueError(f"kind must be one of {savedmodel.KINDS}. Received: {kind!r}")
+    size = image_size or model.input_shape[1] or 224
+    module = savedmodel.save(model, export_dir, kind)
+    diff = savedmodel.check_reloaded(module, export_dir, size, atol=atol)
+    result = {"saved_model": export_dir, "kind": kind, "num_outputs": module.num_outputs, "max_abs_diff": diff,
+              "image_size": size}
+    logging.info("SavedModel written to %s (%s, %d outputs, reload diff %.2g).", export_dir, kind,
+                 module.num_outputs, diff)
+    if tflite or int8_dataset is not None:
+        from hub_export import tflite as tflite_lib
+
+        result["tflite"] = tflite_lib.convert(export_dir, size, int8_dataset=int8_dataset)
+    if bundle:
+        from hub_export import bundle as bundle_lib
+
+        result["bundle"] = bundle_lib.write_bundle(export_dir, model_name=model_name or model.name, kind=kind,
+                                                   num_outputs=module.num_outputs, image_size=size,
+                                                   weights_provenance=weights_provenance)
+    return result
