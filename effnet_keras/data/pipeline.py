@@ -86,32 +86,56 @@ def _source(cfg, split_name, input_context, shuffle_files, seed, deterministic):
     return sources.tfrecord_source(cfg, split_name, num_classes, input_context, shuffle_files, seed, deterministic)
 
 
-def _map_skipping_corrupt(records, fn, what):
-    """records.map(fn), skipping records on which fn raises (bad JPEG, bad tf.Example, label out of range).
+def _random_seeds(seed):
+    """An endless stream of int64 [2] seeds; a repeated pass draws new ones (still reproducible from `seed`)."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
 
-    tf.data's ignore_errors logs each skipped record with its error. To count them,
-    records are numbered before the map (kept in order) and a running total is logged
-    whenever a gap in the numbers shows skipped records. The count uses tf.print, a
-    stateful op, so it is left out when op determinism is on (it would make tf.data run
-    the whole pipeline serially); the per-record warnings remain.
+
+def _op_determinism_enabled():
+    # TF has a setter (tf.config.experimental.enable_op_determinism) but no public getter.
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(getattr(tf_config, "is_op_determinism_enabled", lambda: False)())
+
+
+def _map_skipping_corrupt(records, fn, what, placeholder, deterministic):
+    """records.map(fn), skipping the records on which fn raises (bad JPEG, bad tf.Example, label out of range).
+
+    Each record is decoded in a one-element dataset with its own ignore_errors, so only
+    errors of that record's decoding are skipped: an error upstream (a source that
+    keeps failing) still surfaces instead of being retried forever, as a pipeline-wide
+    ignore_errors would. A skipped record yields `placeholder` flagged False; the flags
+    are counted (a running total is logged at each skip, next to tf.data's own warning
+    with the error) and dropped. The count uses tf.print, a stateful op, so it is left
+    out when op determinism is on (it would make tf.data run the whole pipeline serially).
     """
-    numbered = records.enumerate().map(lambda index, element: (index, *fn(*element)),
-                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    survivors = numbered.ignore_errors(log_warning=True)
-    if tf.config.experimental.is_op_determinism_enabled():
-        return survivors.map(lambda index, *rest: tuple(rest))
+    flagged_placeholder = tf.data.Dataset.from_tensors((*placeholder, False))
 
-    def count(state, element):
-        expected, total = state
-        index, rest = element[0], element[1:]
-        skipped = index - expected
-        total = total + skipped
-        if skipped > 0:
-            tf.print("effnet_keras.data: skipped", skipped, "corrupt record(s) of", what, "- total so far:", total,
-                     output_stream=sys.stderr)
-        return (index + 1, total), rest
+    def decode_one(*element):
+        decoded = tf.data.Dataset.from_tensors(element).map(lambda *e: (*fn(*e), True))
+        return decoded.ignore_errors(log_warning=True).concatenate(flagged_placeholder).take(1)
 
-    return survivors.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), count)
+    flagged = records.interleave(decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if not _op_determinism_enabled():
+
+        def count(total, element):
+            ok = element[-1]
+            total = total + tf.cast(tf.logical_not(ok), tf.int64)
+            if not ok:
+                tf.print("effnet_keras.data: skipped a corrupt record of", what, "- total so far:", total,
+                         output_stream=sys.stderr)
+            return total, element
+
+        flagged = flagged.scan(tf.constant(0, tf.int64), count)
+    return flagged.filter(_flag).map(_without_flag)
+
+
+def _flag(*element):
+    return element[-1]
+
+
+def _without_flag(*element):
+    return element[:-1]
 
 
 def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_context=None, seed=None, repeat=None,
@@ -123,8 +147,8 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
     stage: a schedules.Stage whose RandAugment magnitude and Mixup/CutMix alphas
     replace data.ram / mixup_alpha / cutmix_alpha. training (default: split ==
     "train") selects random crop + augmentation + drop_remainder; repeat defaults to
-    training. seed makes the dataset reproducible; with seed None it is, too, when
-    data.deterministic is set (seed 0), else every iteration differs.
+    training. With data.deterministic (the default) a seed fixes every batch (seed None
+    means 0); without it tf.data may reorder images for speed.
     """
     cfg = validate_data_config(data_cfg)
     if split not in ("train", "eval"):
@@ -136,8 +160,10 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
         raise ValueError(f"image_size={image_size} differs from stage {stage.index}'s image_size={stage.image_size}.")
     training = split == "train" if training is None else bool(training)
     repeat = training if repeat is None else bool(repeat)
-    deterministic = bool(cfg["deterministic"]) or seed is not None
-    if seed is None and cfg["deterministic"]:
+    # data.deterministic: same seed, same batches (the trainer's exact resume relies on it). Off,
+    # tf.data may hand out whichever image is ready first (draws stay seeded, order does not).
+    deterministic = bool(cfg["deterministic"])
+    if seed is None and deterministic:
         seed = 0
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
 
@@ -152,8 +178,6 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
         records = records.cache()  # encoded records, reused by every epoch of this repeated dataset
     if training:
         records = records.shuffle(int(cfg["shuffle_buffer"]), seed=sub_seed(2), reshuffle_each_iteration=True)
-    if repeat:
-        records = records.repeat()
 
     magnitude = stage.randaug_magnitude if stage is not None else cfg["ram"]
     mixup_alpha = stage.mixup_alpha if stage is not None else cfg["mixup_alpha"]
@@ -181,7 +205,7 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
         return image, label
 
     if training:
-        image_seeds = tf.data.Dataset.random(seed=sub_seed(3)).batch(2, drop_remainder=True)
+        image_seeds = _random_seeds(sub_seed(3))
         records = tf.data.Dataset.zip((records, image_seeds))
     else:
         records = records.map(lambda record: (record,))
@@ -189,7 +213,12 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
     if cfg["name"] == "digits":  # in-memory arrays: nothing to decode, nothing can be corrupt
         dataset = records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
-        dataset = _map_skipping_corrupt(records, prepare, what)
+        placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([int(cfg["num_classes"])]))
+        dataset = _map_skipping_corrupt(records, prepare, what, placeholder, deterministic)
+    if repeat:
+        # After the skipping map, not before: if every record fails, an epoch is empty and
+        # repeat() stops (Keras then reports the input ran out), instead of retrying forever.
+        dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
 
     erasing = None
@@ -208,7 +237,7 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
                 images, labels = mixer(images, labels, augment.fold(batch_seed, 1))
             return images, labels
 
-        batch_seeds = tf.data.Dataset.random(seed=sub_seed(4)).batch(2, drop_remainder=True)
+        batch_seeds = _random_seeds(sub_seed(4))
         dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
             mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 

@@ -41,8 +41,9 @@ def _decode_window(image, window_fn):
 
 
 def _resize(image, size):
-    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear", antialias=False)
-    return tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), [size, size, 3])
+    # Bilinear weights are convex: uint8 in, float32 in [0, 255] out, no clip needed.
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=False)
+    return tf.ensure_shape(image, [size, size, 3])
 
 
 def random_crop(image, size, area_min, seed):

@@ -242,7 +242,9 @@ def tfds_source(cfg, split_name, num_classes, input_context, shuffle_files, seed
         raise ValueError(f"TFDS {builder.name}: bad split {split_name!r} ({error}).") from error
     label_feature = builder.info.features["label"]
     if label_feature.num_classes != num_classes:
-        raise ValueError(f"data.num_classes={num_classes} but TFDS {builder.name} has {label_feature.num_classes} classes.")
+        raise ValueError(
+            f"data.num_classes={num_classes} but TFDS {builder.name} has {label_feature.num_classes} classes."
+        )
     records = records.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
     if shard_elements:
         records = records.shard(*shard_elements)

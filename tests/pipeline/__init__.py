@@ -1,0 +1,1 @@
+"""Input pipelines, augmentation and the progressive schedule (issue 5)."""
