@@ -53,22 +53,23 @@ def build_config_from_flags():
     )
 
 
-def export_fn_for(model_dir, export_dir, kind):
-    """Exports the EMA weights as a TF Hub SavedModel via hub_export (when the package has it)."""
+def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, required=False, image_size=None,
+                 provenance=None):
+    """The one call site of the TF Hub exporter (model holds its EMA weights here).
 
-    def export(model, trainer, eval_size):
-        try:
-            import hub_export
-        except ImportError as error:  # hub_export is part of this repo; a missing one is a broken install
-            raise RuntimeError(f"hub_export could not be imported ({error}); reinstall with pip install -e .") from error
-        from effnet_keras.training import optim
-
-        target = export_dir or os.path.join(model_dir, "export", kind)
-        with optim.swap_in_ema(model, trainer.optimizer):
-            hub_export.export(model, target, kind=kind, image_size=eval_size)
-        return target
-
-    return export
+    hub_export is built by another issue; until it provides `export`, the demo logs that
+    the export step was skipped (an explicit --mode=export fails instead).
+    """
+    target = export_dir or os.path.join(model_dir, "export", kind)
+    try:
+        from hub_export import export
+    except ImportError as error:
+        if required:
+            raise RuntimeError(f"--mode=export needs hub_export.export, which is not available: {error}") from error
+        logging.warning("TF Hub export skipped: hub_export.export is not available (%s).", error)
+        return None
+    result = export(model, target, kind=kind, image_size=image_size, weights_provenance=provenance or "trained by main.py")
+    return result.get("saved_model", target) if isinstance(result, dict) else target
 
 
 def main(argv):
@@ -78,11 +79,15 @@ def main(argv):
     config = build_config_from_flags()
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{config['model']['name']}-{FLAGS.dataset_cfg}")
     export = FLAGS.mode == "export" or (FLAGS.dataset_cfg == "digits" and FLAGS.mode == "train_and_eval")
-    mode = "eval" if FLAGS.mode == "export" else FLAGS.mode
+
+    def export_fn(model, eval_size):
+        provenance = f"main.py: {config['model']['name']} trained on {FLAGS.dataset_cfg} ({os.path.abspath(model_dir)})"
+        return _export_demo(model, model_dir, FLAGS.export_kind, FLAGS.export_dir, required=FLAGS.mode == "export",
+                            image_size=eval_size, provenance=provenance)
+
     results = run_lib.run(
-        config, mode=mode, model_dir=model_dir, override_config=FLAGS.override_config,
-        export_fn=export_fn_for(model_dir, FLAGS.export_dir, FLAGS.export_kind) if export else None,
-        verbose=FLAGS.verbose,
+        config, mode=FLAGS.mode, model_dir=model_dir, override_config=FLAGS.override_config,
+        export_fn=export_fn if export else None, verbose=FLAGS.verbose,
     )
     summary = {
         "model": config["model"]["name"],

@@ -89,6 +89,11 @@ def _coerce(path, value, reference):
     if isinstance(reference, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1.0e12' (no sign) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{path} must be a number. Received: {value!r}")
     if isinstance(reference, list) and not isinstance(value, list):
         raise ConfigError(f"{path} must be a list. Received: {value!r}")
@@ -177,10 +182,21 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
 
 
 def model_recipe(model_name):
-    """Per-family optimizer recipe from configs/recipes/<family>.yaml (CoAtNet: AdamW + cosine)."""
+    """configs/recipes/<family>.yaml (EfficientNet: RMSProp; CoAtNet: AdamW + cosine), then
+    configs/models/<name>.yaml when one exists (per-model sizes, augmentation, stages)."""
     family = "coatnet" if str(model_name).lower().startswith("coatnet") else "efficientnet"
-    path = config_path("recipes", f"{family}.yaml")
-    return load_yaml(path) if os.path.exists(path) else {}
+    recipe = {}
+    for path in (config_path("recipes", f"{family}.yaml"), config_path("models", f"{str(model_name).lower()}.yaml")):
+        if os.path.exists(path):
+            recipe = _deep_update(recipe, load_yaml(path))
+    return recipe
+
+
+def _deep_update(base, override):
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        result[key] = _deep_update(result.get(key) or {}, value) if isinstance(value, dict) else value
+    return result
 
 
 CHOICES = {
@@ -226,7 +242,7 @@ def write_or_check(config, model_dir, override_config=False):
                 f"{model_dir} already holds a run with a different config (differs in: {', '.join(changed[:12])}). "
                 "Use another --model_dir, or pass --override_config to continue with the new config."
             )
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"  # per process: multi-worker runs write the same file
     with open(tmp, "w") as f:
         f.write(dump(config))
     os.replace(tmp, path)

@@ -70,6 +70,15 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
                     decay_factor=self.decay_factor, lr_min=self.lr_min)
 
 
+def _replicas_in_sync():
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
+
+
 class _RecipeMixin:
     """automl's EMA warm-up, coupled L2 decay, and EMA kept out of the model weights.
 
@@ -89,15 +98,14 @@ class _RecipeMixin:
         self.l2 = float(l2)
 
     def apply(self, grads, trainable_variables=None):
-        if self.l2 and trainable_variables is not None:
+        if self.l2:
+            variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+            # Under tf.distribute, apply() runs per replica and the gradients are summed across
+            # replicas afterwards: each replica adds its share of the L2 gradient.
+            l2 = self.l2 / _replicas_in_sync()
             grads = [
-                g + ops.cast(self.l2, g.dtype) * ops.cast(v, g.dtype) if g is not None and len(v.shape) > 1 else g
-                for g, v in zip(grads, trainable_variables)
-            ]
-        elif self.l2:
-            grads = [
-                g + ops.cast(self.l2, g.dtype) * ops.cast(v, g.dtype) if g is not None and len(v.shape) > 1 else g
-                for g, v in zip(grads, self._trainable_variables)
+                g + ops.cast(l2, g.dtype) * ops.cast(v, g.dtype) if g is not None and not no_decay(v) else g
+                for g, v in zip(grads, variables)
             ]
         return super().apply(grads, trainable_variables)
 
@@ -155,10 +163,16 @@ def make_optimizer(train_cfg, schedule):
     raise ValueError(f"train.optimizer must be rmsprop, adamw or sgd. Received: {name!r}")
 
 
-def exclude_norms_and_biases(optimizer, model):
-    """AdamW's decoupled decay skips biases and BN/LN parameters (all 1-D variables)."""
-    if isinstance(optimizer, keras.optimizers.AdamW):
-        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+def no_decay(variable):
+    """Biases, BN/LN parameters (1-D) and relative-position bias tables (timm/CoAtNet) get no weight decay."""
+    return len(variable.shape) <= 1 or "relative_position" in variable.path
+
+
+def exclude_from_decay(optimizer, model):
+    """Tell AdamW's decoupled decay which variables to skip (the coupled L2 applies `no_decay` itself)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if isinstance(inner, keras.optimizers.AdamW):
+        inner.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if no_decay(v)])
 
 
 def ema_variables(optimizer):

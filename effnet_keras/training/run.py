@@ -1,5 +1,6 @@
 """run(config, mode, model_dir): strategy -> model -> progressive stages -> eval -> weights for export."""
 
+import contextlib
 import json
 import os
 import time
@@ -7,10 +8,13 @@ import time
 import keras
 from absl import logging
 
-from effnet_keras.models import common
 from effnet_keras.models import registry
 from effnet_keras.training import config as config_lib
+from effnet_keras.training.model_builder import build_training_model
+from effnet_keras.training.model_builder import default_sizes
+from effnet_keras.training.model_builder import model_spec
 from effnet_keras.training import optim
+from effnet_keras.training import plan as plan_lib
 from effnet_keras.training import strategy as strategy_lib
 from effnet_keras.training import trainer as trainer_lib
 
@@ -32,75 +36,19 @@ def set_precision(choice, strategy):
     return policy
 
 
-def model_spec(name):
-    builder = registry.get_builder(name)
-    return getattr(builder, "spec", None)
-
-
-def default_sizes(config):
-    """(final train size, eval size) from the config, else the model's recipe sizes."""
-    spec = model_spec(config["model"]["name"])
-    train_size = config["train"]["image_size"] or config["model"]["image_size"] or getattr(spec, "train_size", 224)
-    eval_size = config["eval"]["image_size"] or config["model"]["image_size"] or getattr(spec, "default_size", train_size)
-    return int(train_size), int(eval_size)
-
-
-def build_training_model(config, num_classes, image_size=None):
-    """EfficientNets: headless at a dynamic size + the standard head, so every progressive
-    stage runs on the same model. CoAtNet needs a static size (relative-position tables)."""
-    model_cfg = config["model"]
-    name = model_cfg["name"]
-    kwargs = dict(weights=model_cfg["weights"], drop_connect_rate=model_cfg["drop_connect_rate"])
-    if model_cfg["dropout_rate"] is not None:
-        kwargs["dropout_rate"] = model_cfg["dropout_rate"]
-    if model_cfg["bn_momentum"] is not None:
-        kwargs["bn_momentum"] = model_cfg["bn_momentum"]
-    if name.lower().startswith("coatnet"):
-        return registry.get_model(name, include_top=True, classes=num_classes, classifier_activation=None,
-                                  input_shape=(image_size, image_size, 3), **kwargs)
-    spec = model_spec(name)
-    backbone = registry.get_model(name, include_top=False, input_shape=(None, None, 3), **kwargs)
-    dropout = model_cfg["dropout_rate"] if model_cfg["dropout_rate"] is not None else spec.dropout_rate
-    outputs = common.classifier_head(backbone.output, include_top=True, pooling=None, classes=num_classes,
-                                     classifier_activation=None, dropout_rate=dropout)
-    return keras.Model(backbone.inputs, outputs, name=backbone.name)
-
-
 def build_schedule(config, train_size):
+    """The run's ProgressiveSchedule (nulls in train.progressive fall back to data/model values)."""
     from effnet_keras.training.schedules import ProgressiveSchedule
 
-    train, data, prog = config["train"], config["data"], config["train"]["progressive"]
-    spec = model_spec(config["model"]["name"])
-    dropout = config["model"]["dropout_rate"]
-    if dropout is None:
-        dropout = getattr(spec, "dropout_rate", 0.2)
-    drop_connect = config["model"]["drop_connect_rate"]
-
-    def span(key, end_default):
-        start, end = prog[key]
-        return (end_default if start is None else start, end_default if end is None else end)
-
-    if prog["num_stages"] <= 1:
-        return ProgressiveSchedule.fixed(
-            total_epochs=train["epochs"], image_size=train_size, randaug_magnitude=data["ram"],
-            mixup_alpha=data["mixup_alpha"], cutmix_alpha=data["cutmix_alpha"],
-            dropout_rate=dropout, drop_connect_rate=drop_connect,
-        )
-    if config["model"]["name"].lower().startswith("coatnet"):
+    name = config["model"]["name"]
+    if config["train"]["progressive"]["num_stages"] > 1 and name.lower().startswith("coatnet"):
         raise config_lib.ConfigError(
             "train.progressive.num_stages > 1 is not supported for CoAtNet (its relative-position tables fix the "
-            "input size per model); train CoAtNet at a fixed size."
+            "input size per model); train CoAtNet at a fixed size (train.progressive.num_stages=0)."
         )
-    return ProgressiveSchedule(
-        num_stages=prog["num_stages"], total_epochs=train["epochs"],
-        image_size=(prog["start_image_size"], train_size),
-        randaug_magnitude=span("randaug_magnitude", data["ram"]),
-        mixup_alpha=span("mixup_alpha", data["mixup_alpha"]),
-        cutmix_alpha=span("cutmix_alpha", data["cutmix_alpha"]),
-        dropout_rate=span("dropout_rate", dropout),
-        drop_connect_rate=span("drop_connect_rate", drop_connect),
-        size_multiple=prog["size_multiple"],
-    )
+    spec = model_spec(name)
+    return ProgressiveSchedule.from_config(config, model_dropout_rate=getattr(spec, "dropout_rate", 0.2),
+                                           final_image_size=train_size)
 
 
 def _init_from_checkpoint(model, source, config):
@@ -138,8 +86,21 @@ def _init_from_checkpoint(model, source, config):
     return missing
 
 
-def run(config, mode="train_and_eval", model_dir=None, override_config=False, export_fn=None, verbose=1):
-    """Train and/or evaluate as configured. Returns a dict of results."""
+def loss_kind(config, info):
+    """train.loss: auto -> sigmoid for multi-hot labels (ImageNet-21k), else softmax."""
+    choice = config["train"]["loss"]
+    if choice == "auto":
+        return "sigmoid" if info["multilabel"] else "softmax"
+    return choice
+
+
+def run(config, mode="train_and_eval", model_dir=None, override_config=False, export_fn=None, verbose=1,
+        strategy=None):
+    """Train and/or evaluate as configured; returns a dict of results.
+
+    export_fn(model, eval_image_size) is called with the EMA weights in the model.
+    `strategy` overrides runtime.strategy (tests pin devices with it).
+    """
     import tensorflow as tf
 
     from effnet_keras import data as data_lib
@@ -148,9 +109,12 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
         raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
     if not model_dir:
         raise ValueError("model_dir is required (checkpoints, config.yaml and results are written there).")
-    config_lib.write_or_check(config, model_dir, override_config=override_config)
     runtime, train_cfg = config["runtime"], config["train"]
-    strategy = strategy_lib.make_strategy(runtime["strategy"], tpu=runtime["tpu"])
+    if mode in ("eval", "export") and not tf.io.gfile.exists(os.path.join(model_dir, "checkpoint")):
+        raise FileNotFoundError(f"mode={mode}: no checkpoint in model_dir={model_dir!r}; train first (mode=train).")
+    config_lib.write_or_check(config, model_dir, override_config=override_config)
+    strategy = strategy or strategy_lib.make_strategy(runtime["strategy"], tpu=runtime["tpu"])
+    strategy_lib.fix_keras_multi_worker_reduction(strategy)
     policy = set_precision(runtime["mixed_precision"], strategy)
     keras.utils.set_random_seed(int(train_cfg["seed"]))
     if runtime["deterministic"]:
@@ -163,14 +127,14 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     if base_batch % replicas:
         raise config_lib.ConfigError(f"train.batch_size={base_batch} must be a multiple of the {replicas} replicas.")
     prog = train_cfg["progressive"]
-    plans = trainer_lib.plan_stages(schedule.stages, base_batch, info["num_train_examples"], replicas=replicas,
-                                    growth=prog["batch_growth"] and len(schedule.stages) > 1,
-                                    cap=prog["max_batch_size"])
-    logging.info("Strategy %s with %d replica(s), policy %s, %d stage(s).", type(strategy).__name__, replicas,
-                 policy, len(plans))
+    plans = plan_lib.plan_stages(schedule.stages, base_batch, info["num_train_examples"], replicas=replicas,
+                                 growth=prog["batch_growth"] and len(schedule.stages) > 1,
+                                 cap=prog["max_batch_size"])
+    logging.info("Strategy %s with %d replica(s), policy %s, %d stage(s): %s", type(strategy).__name__, replicas,
+                 policy, len(plans), [(p.stage.image_size, p.batch_size) for p in plans])
     with strategy.scope():
         model = build_training_model(config, info["num_classes"], train_size)
-        if train_cfg["ft_init_ckpt"]:
+        if train_cfg["ft_init_ckpt"] and mode != "eval":
             _init_from_checkpoint(model, train_cfg["ft_init_ckpt"], config)
 
     def make_train_dataset(stage, per_replica_batch, input_context, seed):
@@ -180,10 +144,9 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
 
     trainer = trainer_lib.Trainer(
         model=model, strategy=strategy, train_cfg=train_cfg, plans=plans, base_batch=base_batch,
-        make_dataset=make_train_dataset, model_dir=model_dir, num_train=info["num_train_examples"],
-        multilabel=info["multilabel"], verbose=verbose,
+        make_dataset=make_train_dataset, model_dir=model_dir, loss=loss_kind(config, info), verbose=verbose,
     )
-    results = {"model_dir": model_dir, "stages": [p.stage.to_dict() | {"batch_size": p.batch_size} for p in plans]}
+    results = {"model_dir": model_dir, "stages": [p.to_dict() for p in plans]}
     start = time.perf_counter()
     if mode in ("train", "train_and_eval"):
         results["history"] = trainer.train()
@@ -192,18 +155,20 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
         trainer.restore()
     raw, ema = trainer.save_weights()
     results["weights"] = {"raw": raw, "ema": ema if os.path.exists(ema) else None}
+    use_ema = bool(optim.ema_variables(trainer.optimizer))
     if mode in ("eval", "train_and_eval"):
-        eval_batch = int(config["eval"]["batch_size"])
-        eval_ds = data_lib.build_dataset(config["data"], split="eval", image_size=eval_size, batch_size=eval_batch,
-                                         training=False, repeat=False)
-        metrics = trainer.evaluate(eval_ds, use_ema=bool(optim.ema_variables(trainer.optimizer)))
+        eval_ds = data_lib.build_dataset(config["data"], split="eval", image_size=eval_size,
+                                         batch_size=int(config["eval"]["batch_size"]), training=False, repeat=False)
+        metrics = trainer.evaluate(eval_ds, use_ema=use_ema)
         metrics.update(eval_image_size=eval_size, global_step=trainer.global_step(),
-                       weights="ema" if optim.ema_variables(trainer.optimizer) else "raw")
+                       weights="ema" if use_ema else "raw")
         results["eval"] = metrics
-        path = os.path.join(model_dir, "eval_results.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(path + ".tmp", path)
-    if export_fn is not None:
-        results["export"] = export_fn(model, trainer, eval_size)
+        if trainer.is_chief:
+            path = os.path.join(model_dir, "eval_results.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(metrics, f, indent=2)
+            os.replace(path + ".tmp", path)
+    if export_fn is not None and trainer.is_chief:
+        with optim.swap_in_ema(model, trainer.optimizer) if use_ema else contextlib.nullcontext():
+            results["export"] = export_fn(model, eval_size)
     return results

@@ -91,7 +91,8 @@ class ProgressiveSchedule:
 
     def __init__(self, num_stages, total_epochs, image_size, randaug_magnitude=0.0, mixup_alpha=0.0,
                  cutmix_alpha=0.0, dropout_rate=0.0, drop_connect_rate=0.0, size_multiple=8, batch_growth=None):
-        for name, value in (("num_stages", num_stages), ("total_epochs", total_epochs), ("size_multiple", size_multiple)):
+        counts = (("num_stages", num_stages), ("total_epochs", total_epochs), ("size_multiple", size_multiple))
+        for name, value in counts:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer. Received: {value!r}")
         if total_epochs < num_stages:
@@ -160,7 +161,17 @@ class ProgressiveSchedule:
 
     @classmethod
     def from_config(cls, config, model_dropout_rate=None, final_image_size=None):
-        """From a run config (the merged base/recipe/dataset YAML: `train.progressive`, `train.epochs`, ...).
+        """From a run config, or from a self-contained `train.progressive` section.
+
+        Section form (no `train` key; every value explicit, no nulls):
+        `num_stages`, `total_epochs` (or `epochs`), `image_size: [start, end]` (or
+        `start_image_size` + `end_image_size`), and optionally `randaug_magnitude`,
+        `mixup_alpha`, `cutmix_alpha`, `dropout_rate`, `drop_connect_rate` (each a
+        number or [start, end]), `size_multiple` (8), `batch_growth`.
+
+        Run-config form (the merged base/recipe/dataset YAML; keys of
+        configs/base.yaml `train.progressive`: num_stages, start_image_size,
+        size_multiple, the five [start, end] pairs, batch_growth, max_batch_size):
 
         A null start/end falls back as in configs/base.yaml: RandAugment -> data.ram,
         mixup/cutmix -> data.mixup_alpha / data.cutmix_alpha, dropout -> model.dropout_rate
@@ -168,9 +179,13 @@ class ProgressiveSchedule:
         model.drop_connect_rate. The final size is train.image_size, else model.image_size,
         else `final_image_size`. num_stages 0 or 1 gives `fixed(...)`.
         """
+        if "train" not in config:
+            return cls._from_section(config)
         for section in ("train", "data", "model"):
             if not isinstance(config.get(section), dict):
-                raise ValueError(f"from_config needs a run config with a {section!r} section; got keys {sorted(config)}")
+                raise ValueError(
+                    f"from_config needs a run config with a {section!r} section; got keys {sorted(config)}"
+                )
         train, data, model = config["train"], config["data"], config["model"]
         prog = train.get("progressive")
         if not isinstance(prog, dict):
@@ -204,6 +219,39 @@ class ProgressiveSchedule:
             return cls.fixed(epochs, int(final), **{k: v[1] for k, v in spans.items()})
         return cls(num_stages, epochs, (int(prog["start_image_size"]), int(final)),
                    size_multiple=int(prog.get("size_multiple") or 8), batch_growth=prog.get("batch_growth"), **spans)
+
+    @classmethod
+    def _from_section(cls, section):
+        section = dict(section)
+        allowed = {"num_stages", "total_epochs", "epochs", "image_size", "start_image_size", "end_image_size",
+                   "size_multiple", "batch_growth", "max_batch_size", *REGULARISATIONS}
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise ValueError(f"progressive section: unknown keys {unknown}. Allowed: {sorted(allowed)}")
+        section.pop("max_batch_size", None)  # the trainer's concern (plan.py), not the schedule's
+        epochs = section.pop("total_epochs", section.pop("epochs", None))
+        if "image_size" not in section:
+            if section.get("start_image_size") is None or section.get("end_image_size") is None:
+                raise ValueError("progressive section needs image_size: [start, end] (or start_image_size and "
+                                 f"end_image_size). Received keys: {sorted(section)}")
+            section["image_size"] = (section.pop("start_image_size"), section.pop("end_image_size"))
+        for key in ("num_stages", "image_size"):
+            if section.get(key) is None:
+                raise ValueError(f"progressive section: {key} is required. Received keys: {sorted(section)}")
+        if epochs is None:
+            raise ValueError("progressive section: total_epochs (or epochs) is required.")
+        for name in REGULARISATIONS:
+            value = section.get(name)
+            if value is None or (isinstance(value, (list, tuple)) and any(v is None for v in value)):
+                if name in section:
+                    raise ValueError(f"progressive section: {name}={value!r} has a null; the section form needs "
+                                     "numbers (nulls fall back only in a full run config).")
+        num_stages = int(section.pop("num_stages"))
+        if num_stages <= 1:
+            size = _span("image_size", section.pop("image_size"))[1]
+            values = {n: _span(n, section[n])[1] for n in REGULARISATIONS if n in section}
+            return cls.fixed(int(epochs), int(size), **values)
+        return cls(num_stages, int(epochs), **section)
 
     # -------------------------------------------------------------- serialisation
 
@@ -241,3 +289,72 @@ class ProgressiveSchedule:
 
     def __eq__(self, other):
         return isinstance(other, ProgressiveSchedule) and self.to_dict() == other.to_dict()
+
+
+# ---------------------------------------------------------------------- named recipes
+
+# EfficientNetV2 paper, Table 6 (progressive learning settings): (min, max) of
+# image size, RandAugment magnitude, Mixup alpha and dropout. The paper lists no
+# CutMix and no stochastic-depth ramp; both stay constant (CutMix off).
+PAPER_TABLE6 = {
+    "efficientnetv2-s": dict(image_size=(128, 300), randaug_magnitude=(5, 15), mixup_alpha=(0, 0),
+                             dropout_rate=(0.1, 0.3)),
+    "efficientnetv2-m": dict(image_size=(128, 380), randaug_magnitude=(5, 20), mixup_alpha=(0, 0.2),
+                             dropout_rate=(0.1, 0.4)),
+    "efficientnetv2-l": dict(image_size=(128, 380), randaug_magnitude=(5, 25), mixup_alpha=(0, 0.4),
+                             dropout_rate=(0.1, 0.5)),
+}
+
+# automl's released configs (effnetv2_configs.py, reference sections 1.6 and 2.6):
+# (final train size, RandAugment magnitude `ram` or None for AutoAugment models, mixup = cutmix alpha, dropout).
+AUTOML_V2 = {
+    "efficientnetv2-s": (300, 10, 0.0, 0.2),
+    "efficientnetv2-m": (384, 15, 0.2, 0.3),
+    "efficientnetv2-l": (384, 20, 0.5, 0.4),
+    "efficientnetv2-xl": (384, 20, 0.5, 0.4),
+    "efficientnetv2-b0": (192, None, 0.0, 0.2),
+    "efficientnetv2-b1": (192, None, 0.0, 0.2),
+    "efficientnetv2-b2": (208, None, 0.0, 0.3),
+    "efficientnetv2-b3": (240, None, 0.0, 0.3),
+}
+AUTOML_BASE_SIZE = 128  # automl data.ibase
+
+
+def _model_key(name, table):
+    key = str(name).lower()
+    if key in ("s", "m", "l", "xl", "b0", "b1", "b2", "b3"):
+        key = "efficientnetv2-" + key
+    if key not in table:
+        raise ValueError(f"No progressive recipe for {name!r}. Known: {sorted(table)}")
+    return key
+
+
+def paper_recipe(model_name, total_epochs=350, num_stages=4, drop_connect_rate=0.2, size_multiple=8):
+    """EfficientNetV2 paper Table 6 for V2-S/M/L ("efficientnetv2-s" or "s"), Algorithm 1 interpolation.
+
+    V2-S, 4 stages: sizes 128, 184, 240, 300; RandAugment 5, 8.33, 11.67, 15; dropout 0.1 .. 0.3.
+    """
+    values = PAPER_TABLE6[_model_key(model_name, PAPER_TABLE6)]
+    return ProgressiveSchedule(num_stages, total_epochs, cutmix_alpha=0.0, drop_connect_rate=drop_connect_rate,
+                               size_multiple=size_multiple, **values)
+
+
+def automl_recipe(model_name, total_epochs=350, num_stages=4, drop_connect_rate=0.2):
+    """What google/automl's released code runs (reference section 2.6), as a ProgressiveSchedule.
+
+    automl's stage k of S uses ratio (k + 1) / S: size int(128 + (S_e - 128) * ratio),
+    RandAugment linspace(5, ram, S)[k], mixup = cutmix alpha linspace(0, alpha, S)[k],
+    dropout constant. Its sizes are a straight line from 128 + (S_e - 128) / S to S_e, so
+    they are Algorithm 1 with that start; size_multiple=1 keeps automl's exact sizes
+    (V2-S: 171, 214, 257, 300). B0-B3 use AutoAugment (no RandAugment): magnitude 0.
+    """
+    final, ram, alpha, dropout = AUTOML_V2[_model_key(model_name, AUTOML_V2)]
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
+        raise ValueError(f"num_stages must be a positive integer. Received: {num_stages!r}")
+    sizes = [int(AUTOML_BASE_SIZE + (final - AUTOML_BASE_SIZE) * (k + 1) / num_stages) for k in range(num_stages)]
+    randaug = (0.0, 0.0) if ram is None else (5.0, float(ram))
+    # For every released model (final - 128) is a multiple of 4, so Algorithm 1 from sizes[0]
+    # lands on automl's whole-pixel sizes exactly (tests compare against automl's formula).
+    return ProgressiveSchedule(num_stages, total_epochs, (sizes[0], final), randaug_magnitude=randaug,
+                               mixup_alpha=(0.0, alpha), cutmix_alpha=(0.0, alpha), dropout_rate=dropout,
+                               drop_connect_rate=drop_connect_rate, size_multiple=1)

@@ -71,3 +71,30 @@ def make_strategy(name="auto", tpu=None, devices=None, resolver_cls=None):
     if len(gpus) == 1:
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     return tf.distribute.get_strategy()
+
+
+def fix_keras_multi_worker_reduction(strategy):
+    """Keras 3.15's fit() cannot reduce its scalar logs under MultiWorkerMirroredStrategy.
+
+    Its `reduce_per_replica` calls `strategy.reduce("MEAN", value, axis=0)` on the scalar
+    loss/metric values of each step, which fails ("Invalid reduction dimension 0 for input
+    with 0 dimensions"; tensorflow/tensorflow#72388). Reducing with axis=None is the mean
+    across replicas that was meant. Installed only for a multi-worker strategy; idempotent.
+    """
+    tf = _tf()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    original = keras_tf_trainer.reduce_per_replica
+    if getattr(original, "_effnet_multi_worker_fix", False):
+        return True
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._effnet_multi_worker_fix = True
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+    return True

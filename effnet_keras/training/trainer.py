@@ -1,17 +1,22 @@
 """The training loop: progressive stages, EMA, checkpoints, exact resume, NaN guard.
 
-One `model.fit` call per epoch, on a dataset whose shuffle seed is derived from
-(seed, epoch): resuming mid-epoch rebuilds that epoch's dataset and skips the
-batches already done, so a killed run continues on exactly the data it would
-have seen. Progress (stage, epoch, step in epoch) lives in the checkpoint next
-to the model, optimizer and EMA state (`tf.train.CheckpointManager`: the state
-file is replaced atomically, so a kill mid-save leaves the previous checkpoint).
+One `model.fit` call per epoch, on a dataset whose shuffle/augmentation seed is
+derived from (seed, epoch): resuming mid-epoch rebuilds that epoch's dataset and
+skips the batches already done, so a killed run continues on exactly the data it
+would have seen. Progress (epoch, step in epoch, stage, batch) lives in the
+checkpoint next to the model, optimizer, EMA and RNG state. `tf.train.CheckpointManager`
+writes the data files first and replaces the `checkpoint` state file last
+(atomically), so a kill mid-save leaves the previous checkpoint as the latest.
+
+Why not Keras `BackupAndRestore`: it resumes at an epoch (or a step with
+`save_freq`) of *one* `fit` call; progressive training spans many calls whose
+datasets differ per stage, and needs stage and EMA state in the same atomic record.
 """
 
-import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -19,142 +24,116 @@ from absl import logging
 
 from effnet_keras.models.common import set_regularization
 from effnet_keras.training import optim
+from effnet_keras.training.plan import StagePlan  # noqa: F401  (re-exported for callers)
 
-
-@dataclasses.dataclass
-class StagePlan:
-    """A progressive stage as the trainer runs it (the schedule's Stage + batch and steps)."""
-
-    stage: object  # effnet_keras.training.schedules.Stage
-    batch_size: int  # global
-    steps_per_epoch: int
-    lr_scale: float
-    start_step: int
-
-
-def stage_batch_sizes(stages, base_batch, final_size, replicas=1, growth=True, cap=None):
-    """Per-stage global batch: grows as (final_size / size)**2 (same activation memory as
-    the final stage), rounded down to a multiple of replicas * 8, capped."""
-    quantum = max(1, replicas) * 8
-    sizes = []
-    for stage in stages:
-        if stage.batch_size:
-            batch = int(stage.batch_size)
-        elif growth:
-            batch = int(base_batch * (final_size / stage.image_size) ** 2)
-            if cap:
-                batch = min(batch, int(cap))
-            batch = max(quantum, batch // quantum * quantum) if base_batch >= quantum else base_batch
-            batch = max(batch, base_batch)
-        else:
-            batch = base_batch
-        sizes.append(batch)
-    return sizes
-
-
-def plan_stages(stages, base_batch, num_train, replicas=1, growth=True, cap=None):
-    final_size = stages[-1].image_size
-    batches = stage_batch_sizes(stages, base_batch, final_size, replicas, growth, cap)
-    plans, step = [], 0
-    for stage, batch in zip(stages, batches):
-        steps = num_train // batch
-        if steps < 1:
-            raise ValueError(
-                f"Stage {stage.index}: global batch {batch} is larger than the {num_train} training examples."
-            )
-        plans.append(StagePlan(stage, batch, steps, batch / base_batch, step))
-        step += steps * (stage.end_epoch - stage.start_epoch)
-    return plans
-
-
-def make_schedule(train_cfg, plans, base_batch):
-    base_lr = train_cfg["lr_base"] * base_batch / 256.0
-    segments = [(p.start_step, p.stage.start_epoch, p.steps_per_epoch, p.lr_scale) for p in plans]
-    return optim.RecipeSchedule(
-        base_lr,
-        segments,
-        total_epochs=plans[-1].stage.end_epoch,
-        sched=train_cfg["lr_sched"],
-        warmup_epochs=train_cfg["lr_warmup_epoch"],
-        decay_epochs=train_cfg["lr_decay_epoch"],
-        decay_factor=train_cfg["lr_decay_factor"],
-        lr_min=train_cfg["lr_min"] * base_batch / 256.0,
-    )
+PROGRESS_FIELDS = ("epoch", "step_in_epoch", "stage", "batch_size")
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-class _StepCallback(keras.callbacks.Callback):
-    """Checkpoints every N steps, stops on a non-finite loss, measures img/s.
+class ScalarWriter:
+    """TensorBoard scalars via TF's core summary ops (the `tensorboard` package is not needed
+    to write them, only to view them)."""
 
-    `on_train_batch_end` runs once per `steps_per_execution` steps, so the loss is
-    read from the host only that often — no per-step host sync.
+    def __init__(self, logdir, enabled=True):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self.tf, self.enabled = tf, enabled
+        self.writer = tf.summary.create_file_writer(logdir) if enabled else None
+        self.metadata = summary_pb2.SummaryMetadata()
+        self.metadata.plugin_data.plugin_name = "scalars"
+
+    def write(self, step, scalars):
+        if not self.enabled:
+            return
+        with self.writer.as_default():
+            for name, value in scalars.items():
+                self.tf.summary.write(name, self.tf.constant(float(value)), step=int(step), metadata=self.metadata)
+        self.writer.flush()
+
+
+class _ExecutionCallback(keras.callbacks.Callback):
+    """Per host round trip (every `steps_per_execution` steps): NaN guard, step checkpoints.
+
+    Keras calls `on_train_batch_end` once per execution, so the loss is read on the
+    host that often, never per step.
     """
 
-    def __init__(self, trainer, epoch, skip, batch_size, spe):
+    def __init__(self, trainer, plan, epoch, skip):
         super().__init__()
-        self.trainer, self.epoch, self.skip, self.batch_size, self.spe = trainer, epoch, skip, batch_size, spe
+        self.trainer, self.plan, self.epoch, self.skip = trainer, plan, epoch, skip
         self.bad_loss = None
-        self.steps_done = skip
+        self.first_execution_seconds = None
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
-        self.first_batch_time = None
+        self.epoch_start_step = self.trainer.global_step()
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
-        self.steps_done = self.skip + batch + 1
-        if self.first_batch_time is None:
-            self.first_batch_time = time.perf_counter() - self.start
+        if self.first_execution_seconds is None:
+            self.first_execution_seconds = time.perf_counter() - self.start
         if not math.isfinite(loss):
             self.bad_loss = loss
             self.model.stop_training = True
             return
+        step = self.trainer.global_step()
         every = self.trainer.checkpoint_every
-        if every and self.trainer.global_step() // every != (self.trainer.global_step() - self.spe) // every:
-            self.trainer.save(self.epoch, self.steps_done)
+        if every and step // every != (step - self.trainer.spe) // every:
+            self.trainer.save(self.epoch, self.skip + step - self.epoch_start_step, self.plan)
 
 
 class Trainer:
-    """Runs the stages of a plan on one model/optimizer inside a strategy scope."""
+    """Runs the stage plans on one model and optimizer inside a strategy scope."""
 
-    def __init__(self, *, model, strategy, train_cfg, plans, base_batch, make_dataset, model_dir, num_train,
-                 multilabel=False, verbose=1):
+    def __init__(self, *, model, strategy, train_cfg, plans, base_batch, make_dataset, model_dir,
+                 loss="softmax", verbose=1):
         import tensorflow as tf
 
         self.tf = tf
         self.model, self.strategy, self.cfg, self.plans = model, strategy, train_cfg, plans
-        self.make_dataset, self.model_dir, self.num_train, self.verbose = make_dataset, model_dir, num_train, verbose
+        self.make_dataset, self.model_dir, self.verbose = make_dataset, model_dir, verbose
         self.checkpoint_every = int(train_cfg.get("checkpoint_every_steps") or 0)
-        replicas = strategy.num_replicas_in_sync
+        self.max_steps = train_cfg.get("max_steps")
         self.spe = int(train_cfg.get("steps_per_execution") or 1)
-        if self.spe > 1 and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
-            # Keras 3.15's multi-step loop fails under MirroredStrategy on TF
-            # ("You must feed a value for placeholder tensor ... while/cond"), even for a
-            # one-conv model; one step per call is correct, only slower.
-            logging.warning("steps_per_execution=%d is not supported by Keras %s with %s; using 1.",
-                            self.spe, keras.__version__, type(strategy).__name__)
-            self.spe = 1
+        replicas = strategy.num_replicas_in_sync
+        # Keras 3.15's own multi-step loop fails under (MultiWorker)MirroredStrategy on TF
+        # ("You must feed a value for placeholder tensor ... while/cond"), even for a one-conv
+        # model; there the trainer installs a plain loop of its own (see _install_multi_step).
+        self.own_multi_step = self.spe > 1 and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
+        self.is_chief = _is_chief(strategy)
         with strategy.scope():
-            self.optimizer = optim.make_optimizer(train_cfg, make_schedule(train_cfg, plans, base_batch))
-            optim.exclude_norms_and_biases(self.optimizer, model)
-            if multilabel:
-                loss = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=train_cfg["label_smoothing"])
+            self.optimizer = optim.make_optimizer(train_cfg, _make_schedule(train_cfg, plans, base_batch))
+            optim.exclude_from_decay(self.optimizer, model)
+            smoothing = float(train_cfg["label_smoothing"])
+            if loss == "sigmoid":
+                loss_fn = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=smoothing)
             else:
-                loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=train_cfg["label_smoothing"])
+                loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
             metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
             if model.output_shape[-1] > 5:
                 metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-            model.compile(optimizer=self.optimizer, loss=loss, metrics=metrics, steps_per_execution=self.spe)
+            model.compile(optimizer=self.optimizer, loss=loss_fn, metrics=metrics, steps_per_execution=self.spe)
             self.optimizer.build(model.trainable_variables)
-            self.progress = tf.Variable([0, 0, 0], dtype=tf.int64, trainable=False, name="progress")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, progress=self.progress)
+            _build_compiled_state_once(model, plans[-1].stage.image_size)
+            if self.own_multi_step:
+                _install_multi_step(model, self.spe)
+            self.progress = tf.Variable([0] * len(PROGRESS_FIELDS), dtype=tf.int64, trainable=False, name="progress")
+        # Dropout / stochastic-depth RNG state: tf.train.Checkpoint does not reach Keras'
+        # SeedGenerators through the model, and a resumed run must draw the same masks.
+        rng = [g.state for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, progress=self.progress, rng=rng)
+        # Multi-worker: every worker takes part in a save; only the chief's lands in model_dir.
+        ckpt_dir = model_dir if self.is_chief else os.path.join(model_dir, f".worker-{_task_id(strategy)}")
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, model_dir, max_to_keep=int(train_cfg.get("keep_checkpoints") or 3), checkpoint_name="ckpt"
+            self.checkpoint, ckpt_dir, max_to_keep=int(train_cfg.get("keep_checkpoints") or 3), checkpoint_name="ckpt"
         )
+        self.scalars = ScalarWriter(os.path.join(model_dir, "tensorboard", "train"), enabled=self.is_chief)
         self.history = []
+        self._traced_stages = set()
 
     # ------------------------------------------------------------------ state
 
@@ -163,67 +142,116 @@ class Trainer:
 
     def restore(self):
         """-> (epoch, step_in_epoch) to continue from; (0, 0) for a fresh run."""
-        latest = self.manager.latest_checkpoint
+        latest = self.tf.train.latest_checkpoint(self.model_dir)
         if not latest:
             return 0, 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()
-        epoch, step, stage = (int(v) for v in self.progress.numpy())
+        epoch, step, stage, batch = (int(v) for v in self.progress.numpy())
+        plan = self.plan_for_epoch(epoch)
+        if step and plan is not None and batch and batch != plan.batch_size:
+            # Resumed on another replica count (batch rounding differs): skip the same images.
+            logging.warning("Checkpoint batch %d != this run's stage batch %d; skipping %d images of epoch %d.",
+                            batch, plan.batch_size, step * batch, epoch)
+            step = step * batch // plan.batch_size
         logging.info("Resuming from %s: stage %d, epoch %d, step %d in epoch (global step %d).",
                      latest, stage, epoch, step, self.global_step())
         return epoch, step
 
-    def save(self, epoch, step_in_epoch):
-        stage = next(p.stage.index for p in self.plans if p.stage.start_epoch <= epoch < p.stage.end_epoch) \
-            if epoch < self.plans[-1].stage.end_epoch else self.plans[-1].stage.index
-        self.progress.assign([epoch, step_in_epoch, stage])
-        return self.manager.save(checkpoint_number=self.global_step())
+    def plan_for_epoch(self, epoch):
+        return next((p for p in self.plans if p.stage.start_epoch <= epoch < p.stage.end_epoch), None)
+
+    def save(self, epoch, step_in_epoch, plan=None):
+        plan = plan or self.plan_for_epoch(epoch) or self.plans[-1]
+        if not self._weights_finite():
+            raise NonFiniteLoss(
+                f"Weights became non-finite by global step {self.global_step()} (stage {plan.stage.index}, epoch "
+                f"{epoch}); not saving them. The last good checkpoint is {self.manager.latest_checkpoint}. "
+                "Lower train.lr_base, enable train.gclip, or check the data."
+            )
+        self.progress.assign([epoch, step_in_epoch, plan.stage.index, plan.batch_size])
+        path = self.manager.save(checkpoint_number=self.global_step())
+        if not self.is_chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+        return path
+
+    def _weights_finite(self):
+        if not hasattr(self, "_finite_fn"):
+            tf = self.tf
+            variables = list(self.model.trainable_variables)
+            self._finite_fn = tf.function(
+                lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables])
+            )
+        return bool(self._finite_fn())
+
+    def _stop_at_max_steps(self):
+        return self.max_steps is not None and self.global_step() >= int(self.max_steps)
 
     # ------------------------------------------------------------------ loop
 
     def train(self):
         epoch0, step0 = self.restore()
         total_epochs = self.plans[-1].stage.end_epoch
+        if epoch0 >= total_epochs:
+            logging.info("Training already complete (%d epochs); nothing to train.", total_epochs)
         for plan in self.plans:
             stage = plan.stage
             if stage.end_epoch <= epoch0:
-                logging.info("Stage %d already complete; skipping.", stage.index)
+                logging.info("Stage %d already complete; skipping it.", stage.index)
                 continue
+            if self._stop_at_max_steps():
+                break
             set_regularization(self.model, dropout_rate=stage.dropout_rate, drop_connect_rate=stage.drop_connect_rate)
+            # A new compiled step per stage (rates are read at trace time); each epoch's
+            # fit() of the stage reuses it.
             self.model.make_train_function(force=True)
-            logging.info(
-                "Stage %d/%d: epochs %d-%d, image %d px, batch %d, RandAugment %.2f, mixup %.2f, cutmix %.2f, "
-                "dropout %.3f, drop-connect %.3f, lr x%.2f",
-                stage.index + 1, len(self.plans), stage.start_epoch, stage.end_epoch - 1, stage.image_size,
-                plan.batch_size, stage.randaug_magnitude, stage.mixup_alpha, stage.cutmix_alpha, stage.dropout_rate,
-                stage.drop_connect_rate, plan.lr_scale,
-            )
+            self._log_stage(plan)
             for epoch in range(max(stage.start_epoch, epoch0), stage.end_epoch):
                 skip = step0 if epoch == epoch0 else 0
-                if skip >= plan.steps_per_epoch:
-                    continue
-                self._run_epoch(plan, epoch, skip)
-            self.save(stage.end_epoch, 0)
-        if epoch0 >= total_epochs:
-            logging.info("Training already complete at epoch %d.", total_epochs)
+                if skip < plan.steps_per_epoch:
+                    self._run_epoch(plan, epoch, skip)
+                if self._stop_at_max_steps():
+                    logging.info("Reached train.max_steps=%s at epoch %d.", self.max_steps, epoch)
+                    return self.history
+            self.save(stage.end_epoch, 0, plan)
         return self.history
+
+    def _log_stage(self, plan):
+        stage = plan.stage
+        logging.info(
+            "Stage %d/%d: epochs %d-%d, image %d px, batch %d (%d steps/epoch, lr x%.2f), RandAugment %.2f, "
+            "mixup %.2f, cutmix %.2f, dropout %.3f, drop-connect %.3f",
+            stage.index + 1, len(self.plans), stage.start_epoch, stage.end_epoch - 1, stage.image_size,
+            plan.batch_size, plan.steps_per_epoch, plan.lr_scale, stage.randaug_magnitude, stage.mixup_alpha,
+            stage.cutmix_alpha, stage.dropout_rate, stage.drop_connect_rate,
+        )
+        self.scalars.write(plan.start_step, {
+            "stage/index": stage.index, "stage/image_size": stage.image_size, "stage/batch_size": plan.batch_size,
+            "stage/randaug_magnitude": stage.randaug_magnitude, "stage/mixup_alpha": stage.mixup_alpha,
+            "stage/cutmix_alpha": stage.cutmix_alpha, "stage/dropout_rate": stage.dropout_rate,
+            "stage/drop_connect_rate": stage.drop_connect_rate,
+        })
 
     def _run_epoch(self, plan, epoch, skip):
         tf = self.tf
         per_replica = plan.batch_size // self.strategy.num_replicas_in_sync
         seed = int(self.cfg.get("seed") or 0) * 1000 + epoch
+        steps = plan.steps_per_epoch - skip
+        if self.max_steps is not None:
+            steps = min(steps, int(self.max_steps) - self.global_step())
 
         def dataset_fn(input_context):
             ds = self.make_dataset(plan.stage, per_replica, input_context, seed)
-            return ds.skip(skip) if skip else ds
+            # Each input pipeline feeds num_replicas / num_pipelines replicas per step.
+            per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+            # Exactly `steps` steps: Keras' multi-step loop runs until the data ends.
+            return ds.skip(skip * per_step).take(steps * per_step)
 
         dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
-        steps = plan.steps_per_epoch - skip
-        callback = _StepCallback(self, epoch, skip, plan.batch_size, self.spe)
+        callback = _ExecutionCallback(self, plan, epoch, skip)
+        step_before = self.global_step()
         start = time.perf_counter()
-        history = self.model.fit(
-            dataset, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
-            callbacks=[callback] + self._extra_callbacks(), verbose=self.verbose,
-        )
+        history = self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
+                                 callbacks=[callback], verbose=self.verbose)
         seconds = time.perf_counter() - start
         if callback.bad_loss is not None:
             raise NonFiniteLoss(
@@ -231,37 +259,138 @@ class Trainer:
                 f"epoch {epoch}). Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
+        done = self.global_step() - step_before
+        first = callback.first_execution_seconds or 0.0
+        # Seconds per step after the first host round trip (which may include tracing).
+        steady = (seconds - first) / (done - self.spe) if done > self.spe else None
+        compile_seconds = None
+        if plan.stage.index not in self._traced_stages:
+            # The stage's first execution traces and compiles its step: report that cost once.
+            self._traced_stages.add(plan.stage.index)
+            compile_seconds = round(max(0.0, first - min(done, self.spe) * (steady or 0.0)), 3)
         record = {
             "stage": plan.stage.index, "epoch": epoch, "image_size": plan.stage.image_size,
-            "batch_size": plan.batch_size, "steps": steps, "seconds": round(seconds, 3),
-            "img_per_s": round(steps * plan.batch_size / seconds, 1),
-            "first_call_seconds": round(callback.first_batch_time or 0.0, 3),
+            "batch_size": plan.batch_size, "steps": done, "seconds": round(seconds, 3),
+            "img_per_s": round(done * plan.batch_size / seconds, 1),
+            "first_execution_seconds": round(first, 3),
+            "compile_seconds": compile_seconds,
+            "steady_img_per_s": round(plan.batch_size / steady, 1) if steady else None,
             "lr": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
             **{k: float(v[-1]) for k, v in history.history.items()},
         }
         self.history.append(record)
+        if compile_seconds is not None:
+            logging.info("Stage %d: first step traced and compiled in %.1f s.", plan.stage.index, compile_seconds)
         logging.info("epoch %d: %s", epoch, json.dumps(record))
-        self.save(epoch + 1, 0)
-
-    def _extra_callbacks(self):
-        return [keras.callbacks.TensorBoard(os.path.join(self.model_dir, "tensorboard"), update_freq="epoch")]
+        self.scalars.write(self.global_step(), {
+            f"epoch/{k}": v for k, v in record.items() if k not in ("stage", "epoch") and v is not None
+        })
+        if skip + done >= plan.steps_per_epoch:
+            self.save(epoch + 1, 0, plan)
+        else:  # stopped early (train.max_steps): resume inside this epoch
+            self.save(epoch, skip + done, plan)
 
     # ------------------------------------------------------------------ eval / export
 
     def evaluate(self, dataset, use_ema=True):
-        with optim.swap_in_ema(self.model, self.optimizer) if use_ema else _nullcontext():
-            results = self.model.evaluate(dataset, return_dict=True, verbose=0)
+        model = self.model
+        if self.own_multi_step and model.steps_per_execution != 1:
+            # Keras' multi-step eval loop has the same MirroredStrategy failure; eval is not hot.
+            model.steps_per_execution = 1
+            model.make_test_function(force=True)
+        with optim.swap_in_ema(model, self.optimizer) if use_ema else _nullcontext():
+            results = model.evaluate(dataset, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
 
     def save_weights(self):
-        """model.weights.h5 (raw) and ema.weights.h5 (EMA) — the exporter's contract."""
+        """model.weights.h5 (raw) and ema.weights.h5 (EMA): what fine-tuning and the exporter load."""
         raw = os.path.join(self.model_dir, "model.weights.h5")
-        self.model.save_weights(raw)
         ema = os.path.join(self.model_dir, "ema.weights.h5")
+        if not self.is_chief:
+            return raw, ema
+        _atomic_save_weights(self.model, raw)
         if optim.ema_variables(self.optimizer):
             with optim.swap_in_ema(self.model, self.optimizer):
-                self.model.save_weights(ema)
+                _atomic_save_weights(self.model, ema)
         return raw, ema
+
+
+def _build_compiled_state_once(model, image_size):
+    """Build the loss/metric state from shapes, once, and stop fit() from doing it per call.
+
+    Keras 3.15's TF fit() starts every dataset's iterator, pulls one batch and all-reduces
+    it just to build metrics — on each call (for us: each epoch, a second pipeline start
+    with its shuffle-buffer fill), and under MultiWorkerMirroredStrategy that eager reduce
+    fails ("Attempt to convert a value (PerReplica ...)"). Once built from shapes there is
+    nothing left for it to build.
+    """
+    import numpy as np
+
+    if not hasattr(model, "_maybe_symbolic_build") or not hasattr(model, "_symbolic_build"):
+        return  # another Keras: keep its own behaviour
+    classes = model.output_shape[-1]
+    model._symbolic_build(data_batch=(np.zeros((1, image_size, image_size, 3), "float32"),
+                                      np.zeros((1, classes), "float32")))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _install_multi_step(model, steps_per_execution):
+    """Run up to `steps_per_execution` steps per host round trip in one tf.function.
+
+    The loop stops early when the iterator runs dry (the last execution of an epoch
+    whose steps are not a multiple of steps_per_execution).
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    def make_train_function(force=False):
+        if model.train_function is not None and not force:
+            return model.train_function
+        strategy = model.distribute_strategy
+
+        def one_step(data):
+            outputs = strategy.run(model.train_step, args=(data,))
+            return keras_tf_trainer.reduce_per_replica(outputs, strategy, reduction="auto")
+
+        @tf.function
+        def multi_step(iterator):
+            outputs = one_step(next(iterator))
+            for _ in tf.range(steps_per_execution - 1):
+                data = iterator.get_next_as_optional()
+                if not data.has_value():
+                    break
+                outputs = one_step(data.get_value())
+            return outputs
+
+        model.train_function = multi_step
+        return multi_step
+
+    model.make_train_function = make_train_function
+
+
+def _make_schedule(train_cfg, plans, base_batch):
+    from effnet_keras.training.plan import make_lr_schedule
+
+    return make_lr_schedule(train_cfg, plans, base_batch)
+
+
+def _atomic_save_weights(model, path):
+    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{getattr(resolver, 'task_type', 'worker')}-{getattr(resolver, 'task_id', 0)}"
 
 
 class _nullcontext:
@@ -270,4 +399,3 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
-

@@ -10,7 +10,7 @@ import pytest
 from effnet_keras.training import config as config_lib
 from effnet_keras.training import optim
 from effnet_keras.training import strategy as strategy_lib
-from effnet_keras.training import trainer as trainer_lib
+from effnet_keras.training import plan as plan_lib
 
 # ----------------------------------------------------------------- config
 
@@ -109,28 +109,32 @@ def _stage(index, size, start, end, batch=None):
 
 def test_stage_batch_sizes_grow_as_area_shrinks():
     stages = [_stage(0, 128, 0, 1), _stage(1, 171, 1, 2), _stage(2, 300, 2, 3)]
-    sizes = trainer_lib.stage_batch_sizes(stages, base_batch=128, final_size=300, replicas=8)
+    sizes = plan_lib.stage_batch_sizes(stages, base_batch=128, final_size=300, replicas=8)
     quantum = 64
     expected = [int(128 * (300 / s) ** 2) // quantum * quantum for s in (128, 171)] + [128]
     assert sizes == expected == [640, 384, 128]
-    assert trainer_lib.stage_batch_sizes(stages, 128, 300, replicas=8, cap=512) == [512, 384, 128]
-    assert trainer_lib.stage_batch_sizes(stages, 128, 300, growth=False) == [128, 128, 128]
+    assert plan_lib.stage_batch_sizes(stages, 128, 300, replicas=8, cap=512) == [512, 384, 128]
+    assert plan_lib.stage_batch_sizes(stages, 128, 300, growth=False) == [128, 128, 128]
 
 
 def test_plan_and_lr_scale_follow_batch():
     stages = [_stage(0, 32, 0, 2), _stage(1, 64, 2, 4)]
-    plans = trainer_lib.plan_stages(stages, base_batch=16, num_train=1000, replicas=1)
+    plans = plan_lib.plan_stages(stages, base_batch=16, num_train=1000, replicas=1)
     assert [p.batch_size for p in plans] == [64, 16]
     assert [p.lr_scale for p in plans] == [4.0, 1.0]
     assert [p.steps_per_epoch for p in plans] == [1000 // 64, 1000 // 16]
     assert plans[1].start_step == 2 * (1000 // 64)
     train_cfg = config_lib.build_config()["train"] | {"lr_base": 0.256, "lr_warmup_epoch": 0.0, "lr_sched": "constant"}
-    schedule = trainer_lib.make_schedule(train_cfg, plans, base_batch=16)
+    schedule = plan_lib.make_lr_schedule(train_cfg, plans, base_batch=16)
     # lr = lr_base * 16 / 256 = 0.016, times the stage's batch ratio.
     assert _lr(schedule, 0) == pytest.approx(0.064)
     assert _lr(schedule, plans[1].start_step) == pytest.approx(0.016)
+    # Warm-up is measured in epochs, so it spans fewer steps of the grown batch: half of a
+    # 1-epoch warm-up is step 7.5 of the 15 steps per epoch at batch 64.
+    warm = plan_lib.make_lr_schedule(train_cfg | {"lr_warmup_epoch": 1.0}, plans, base_batch=16)
+    assert _lr(warm, 7.5) == pytest.approx(0.5 * 0.064)
     with pytest.raises(ValueError, match="larger than the 10 training examples"):
-        trainer_lib.plan_stages([_stage(0, 64, 0, 1)], base_batch=16, num_train=10)
+        plan_lib.plan_stages([_stage(0, 64, 0, 1)], base_batch=16, num_train=10)
 
 
 def test_ema_warmup_and_l2():
@@ -193,3 +197,65 @@ def test_strategy_choices_and_errors(monkeypatch):
         strategy_lib.make_strategy("multi_worker")
     with pytest.raises(ValueError, match="strategy must be one of"):
         strategy_lib.make_strategy("mirrored")
+
+
+# ----------------------------------------------------------------- more config errors and recipes
+
+
+def test_every_type_error_names_the_key(tmp_path):
+    cases = {
+        "train=3": r"'train' is a section; give a mapping",
+        "runtime.deterministic=maybe": r"runtime.deterministic must be true or false.*'maybe'",
+        "train.progressive.randaug_magnitude=5": r"train.progressive.randaug_magnitude must be a list",
+        "train.optimizer=3": r"train.optimizer must be a string",
+        "train.lr_base=fast": r"train.lr_base must be a number.*'fast'",
+        "train.epochs=0": r"train.epochs must be a positive integer",
+        "train.label_smoothing=1.0": r"train.label_smoothing must be in \[0, 1\)",
+        "runtime.strategy=mirrored": r"runtime.strategy must be one of .*'mirrored'",
+        "train.lr_sched=linear": r"train.lr_sched must be one of",
+    }
+    for hparams, message in cases.items():
+        with pytest.raises(config_lib.ConfigError, match=message):
+            config_lib.build_config(hparam_str=hparams)
+    assert config_lib.build_config(hparam_str="train.lr_base=1.0e12")["train"]["lr_base"] == 1e12  # YAML 1.1 string
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.build_config(config_file=str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(config_lib.ConfigError, match="must hold a mapping"):
+        config_lib.build_config(config_file=str(bad))
+
+
+def test_per_model_recipe_then_dataset_then_overrides():
+    cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet")
+    # configs/models/efficientnetv2-m.yaml (automl's released V2-M values) over the family recipe.
+    assert (cfg["data"]["ram"], cfg["data"]["mixup_alpha"], cfg["train"]["image_size"]) == (15.0, 0.2, 384)
+    assert cfg["train"]["progressive"]["num_stages"] == 4 and cfg["train"]["optimizer"] == "rmsprop"
+    cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet", hparam_str="data.ram=7")
+    assert cfg["data"]["ram"] == 7.0
+
+
+def test_loss_choice_and_decay_exclusions():
+    from effnet_keras.training import run as run_lib
+
+    cfg = config_lib.build_config()
+    assert run_lib.loss_kind(cfg, {"multilabel": True}) == "sigmoid"
+    assert run_lib.loss_kind(cfg, {"multilabel": False}) == "softmax"
+    cfg["train"]["loss"] = "sigmoid"
+    assert run_lib.loss_kind(cfg, {"multilabel": False}) == "sigmoid"
+    kernel = keras.Variable(np.ones((3, 3)), name="kernel")
+    gamma = keras.Variable(np.ones((3,)), name="gamma")
+    table = keras.Variable(np.ones((5, 2)), name="relative_position_bias_table")
+    assert [optim.no_decay(v) for v in (kernel, gamma, table)] == [False, True, True]
+
+
+def test_stage_batch_rule_errors_and_explicit_batches():
+    stages = [_stage(0, 128, 0, 1), _stage(1, 300, 1, 2)]
+    with pytest.raises(ValueError, match="max_batch_size=64 is below train.batch_size=128"):
+        plan_lib.stage_batch_sizes(stages, 128, cap=64)
+    # A stage with its own batch keeps it; the final stage keeps the base batch.
+    assert plan_lib.stage_batch_sizes([_stage(0, 128, 0, 1, batch=200), stages[1]], 128) == [200, 128]
+    # Rounded down to a multiple of replicas * 8, never below the base batch.
+    assert plan_lib.stage_batch_sizes([_stage(0, 290, 0, 1), stages[1]], 128, replicas=4) == [128, 128]
+    with pytest.raises(ValueError, match="not a multiple of the 3 replicas"):
+        plan_lib.plan_stages([_stage(0, 300, 0, 1, batch=100)], 99, num_train=1000, replicas=3)

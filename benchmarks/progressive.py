@@ -1,0 +1,100 @@
+"""Progressive learning vs fixed size: the same model, data and epochs through the real driver.
+
+Runs `effnet_keras.training.run` three times on a fresh model_dir each:
+  progressive        the config's progressive schedule, batch growing as images shrink
+  progressive_fixed_batch   the same stages at the base batch (issue 9's comparison)
+  fixed              one stage at the final size (train.progressive.num_stages=0)
+and prints one JSON line per run (train seconds, test top-1 with EMA weights, per-stage
+img/s) plus a summary with the time ratio. Target: progressive <= 0.65x the fixed-size time
+with equal or better accuracy.
+
+    python benchmarks/progressive.py                       # the digits demo recipe, CPU
+    python benchmarks/progressive.py --dataset_cfg imagenet --model_name efficientnetv2-s \\
+        --hparam_str "data.data_dir=gs://...,train.epochs=30"
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RUNS = {
+    "progressive": "",
+    "progressive_fixed_batch": "train.progressive.batch_growth=false",
+    "fixed": "train.progressive.num_stages=0",
+}
+
+
+def run_one(name, args, work_dir):
+    from effnet_keras.training import config as config_lib
+    from effnet_keras.training import run as run_lib
+
+    extra = ",".join(x for x in (args.hparam_str, RUNS[name]) if x)
+    config_file = args.config or (config_lib.config_path("recipes", "digits_demo.yaml")
+                                  if args.dataset_cfg == "digits" else None)
+    config = config_lib.build_config(model_name=args.model_name, dataset_cfg=args.dataset_cfg,
+                                     config_file=config_file, hparam_str=extra)
+    start = time.perf_counter()
+    result = run_lib.run(config, mode="train_and_eval", model_dir=os.path.join(work_dir, name), verbose=0)
+    stages = {}
+    for record in result["history"]:
+        stage = stages.setdefault(record["stage"], {"size": record["image_size"], "batch": record["batch_size"],
+                                                    "img_per_s": [], "compile_s": record.get("compile_seconds")})
+        if record.get("steady_img_per_s"):
+            stage["img_per_s"].append(record["steady_img_per_s"])
+    return {
+        "run": name,
+        "train_seconds": result["train_seconds"],
+        "total_seconds": round(time.perf_counter() - start, 2),
+        "top1": round(result["eval"]["top1"], 4),
+        "stages": [{"size": s["size"], "batch": s["batch"], "compile_s": s["compile_s"],
+                    "img_per_s": round(sorted(s["img_per_s"])[len(s["img_per_s"]) // 2], 1) if s["img_per_s"] else None}
+                   for _, s in sorted(stages.items())],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name", default=None)
+    parser.add_argument("--dataset_cfg", default="digits")
+    parser.add_argument("--config", default=None, help="extra YAML (default for digits: the demo recipe)")
+    parser.add_argument("--hparam_str", default="")
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
+    parser.add_argument("--work_dir", default=None, help="model_dirs go here (default: a temp dir)")
+    parser.add_argument("--json", default=None, help="append the JSON lines here too")
+    args = parser.parse_args(argv)
+    names = args.runs.split(",")
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise SystemExit(f"--runs: unknown {unknown}; choose from {list(RUNS)}")
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="progressive-bench-")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    results = {}
+    lines = []
+    for name in names:
+        results[name] = run_one(name, args, work_dir)
+        results[name]["machine"] = machine
+        lines.append(results[name])
+        print(json.dumps(results[name]), flush=True)
+    if "fixed" in results:
+        summary = {"run": "summary", "machine": machine}
+        for name in names:
+            if name != "fixed":
+                summary[f"{name}_time_vs_fixed"] = round(results[name]["train_seconds"] / results["fixed"]["train_seconds"], 3)
+                summary[f"{name}_top1_minus_fixed"] = round(results[name]["top1"] - results["fixed"]["top1"], 4)
+        lines.append(summary)
+        print(json.dumps(summary), flush=True)
+    if args.json:
+        with open(args.json, "a") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
