@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["effnet_keras", "effnet_keras.*", "hub_export", "hub_export.*"]),
     py_modules=["main"],
     include_package_data=True,
-    package_data={"": ["*.yaml"]},
+    package_data={"": ["*.yaml", "*.json"]},
     install_requires=[
         "tensorflow~=2.21.0",
         "keras>=3.15",
@@ -25,6 +25,7 @@ setup(
     ],
     extras_require={
         "hub": ["tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81"],  # hub 0.16 imports pkg_resources
+        "convert": ["safetensors"],  # timm .safetensors state dicts (torch only for .pth)
         "test": ["pytest", "jax[cpu]", "safetensors", "tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81", "pillow"],
     },
     entry_points={"console_scripts": ["effnet-convert=effnet_keras.convert:main"]},

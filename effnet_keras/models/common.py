@@ -19,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # How a family expects its [0, 255] input normalised inside the model.
-PREPROCESSING_MODES = ("imagenet_mean_std", "plus_minus_one", "none")
+PREPROCESSING_MODES = ("imagenet_mean_std", "plus_minus_one", "advprop", "none")
 POOLING_MODES = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
 
@@ -85,6 +85,11 @@ def validate_common_args(
                 f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
                 f"(the network downsamples 32x). Received: input_shape={input_shape!r}"
             )
+    if isinstance(weights, str) and os.sep not in weights and "." not in weights and not os.path.exists(weights):
+        # A weight id: refuse an unpublished one before building anything (V2-XL is 208 M params).
+        from effnet_keras.weights import registry as weights_registry
+
+        weights_registry.lookup(model_name, weights)
     if channels_required is not None and weights is not None and channels != channels_required:
         raise ValueError(
             f"Pretrained weights for {model_name} expect {channels_required} input channels. "
@@ -118,6 +123,9 @@ def preprocessing(x, mode):
     channels = x.shape[-1]
     if mode == "plus_minus_one":
         return layers.Rescaling(1.0 / 128.0, offset=-1.0, dtype="float32", name="rescaling")(x)
+    if mode == "advprop":
+        # tensorflow/tpu AdvProp checkpoints were trained on x * 2 / 255 - 1 (not (x - 128) / 128).
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
     if mode == "imagenet_mean_std":
         if channels == 3:
             mean, std = IMAGENET_MEAN, IMAGENET_STD

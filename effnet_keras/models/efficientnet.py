@@ -13,6 +13,7 @@ from keras import layers
 
 from effnet_keras.layers import mbconv
 from effnet_keras.models import common
+from effnet_keras.weights import registry as weights_registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,9 @@ def build_mbconv_net(
         return common.round_filters(value, spec.width, ten_percent_rule=spec.ten_percent_rule)
 
     img_input = common.make_input(input_tensor, input_shape)
-    x = common.preprocessing(img_input, spec.preprocessing if include_preprocessing else "none")
+    # Weight ids trained with another normalisation (AdvProp, 21k) bring their own.
+    mode = weights_registry.preprocessing_for(spec.name, weights, spec.preprocessing)
+    x = common.preprocessing(img_input, mode if include_preprocessing else "none")
 
     x = mbconv.conv2d(x, filters(spec.blocks[0].filters_in), 3, 2, "stem_conv")
     x = mbconv.batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)

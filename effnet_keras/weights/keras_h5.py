@@ -8,6 +8,8 @@ our graph as constants) are skipped, and a head that the model does not have
 (`include_top=False`) is skipped.
 """
 
+import warnings
+
 import h5py
 import numpy as np
 
@@ -40,15 +42,19 @@ def _is_preprocessing(name):
     return any(name == p or name.startswith(p + "_") for p in PREPROCESSING_LAYERS)
 
 
-def assign_by_name(model, arrays_by_layer, *, source, skip_head=False):
+def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_ok=False):
     """Set each model layer's weights from `arrays_by_layer`; every mismatch names the layer.
 
-    Returns the list of skipped file layers (preprocessing, or head when skip_head).
+    skip_head: the file's classifier is ignored (a headless model).
+    new_head_ok: a classifier whose class count differs from the file's (e.g. a 21k head into a
+    10-class model) keeps its fresh initialisation, with a warning saying so; without it that
+    is a shape error like any other.
+    Returns the list of skipped file layers (preprocessing, head).
     """
     layers = {layer.name: layer for layer in model.layers}
     skipped = []
     for name, arrays in arrays_by_layer.items():
-        if _is_preprocessing(name) or (name not in layers and skip_head and name in HEAD_LAYERS):
+        if _is_preprocessing(name) or (skip_head and name in HEAD_LAYERS and name not in layers):
             skipped.append(name)
             continue
         if name not in layers:
@@ -56,6 +62,15 @@ def assign_by_name(model, arrays_by_layer, *, source, skip_head=False):
         layer = layers[name]
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
+        if expected != got and name in HEAD_LAYERS and new_head_ok:
+            warnings.warn(
+                f"{source}: the file's classifier {name!r} has shapes {got} but the model's has {expected} "
+                f"(another class count): loaded the backbone, left {name!r} freshly initialised. Train it "
+                "before use (fine-tuning).",
+                stacklevel=3,
+            )
+            skipped.append(name)
+            continue
         if expected != got:
             raise ValueError(
                 f"{source}: shape mismatch for layer {name!r}: the model expects {expected}, the file has {got}."
