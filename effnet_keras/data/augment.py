@@ -235,12 +235,18 @@ class BatchMixer:
             half = images.shape[0] // 2 if images.shape[0] is not None else tf.shape(images)[0] // 2
             a_images, a_labels = apply_layer(self.mixup, images[:half], fold(seed, 1), labels=labels[:half])
             b_images, b_labels = apply_layer(self.cutmix, images[half:], fold(seed, 2), labels=labels[half:])
-            return tf.concat([a_images, b_images], 0), tf.concat([a_labels, b_labels], 0)
+            return tf.concat([_clip(a_images), b_images], 0), tf.concat([a_labels, b_labels], 0)
         if self.mixup is not None:
-            return apply_layer(self.mixup, images, fold(seed, 1), labels=labels)
+            mixed, mixed_labels = apply_layer(self.mixup, images, fold(seed, 1), labels=labels)
+            return _clip(mixed), mixed_labels
         if self.cutmix is not None:
             return apply_layer(self.cutmix, images, fold(seed, 2), labels=labels)
         return images, labels
+
+
+def _clip(images):
+    # lam * a + (1 - lam) * b can round to 255.00002 in float32: keep the documented [0, 255].
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 class RandomErasing:

@@ -89,7 +89,13 @@ def validate_common_args(
         # A weight id: refuse an unpublished one before building anything (V2-XL is 208 M params).
         from effnet_keras.weights import registry as weights_registry
 
-        weights_registry.lookup(model_name, weights)
+        entry = weights_registry.lookup(model_name, weights)
+        if include_top and classes != entry.classes:
+            raise ValueError(
+                f"weights={weights!r} for {model_name} has a {entry.classes}-class classifier, so with "
+                f"include_top=True `classes` must be {entry.classes}. Received: classes={classes}. For another "
+                "class count build with include_top=False and add a head (what the fine-tune recipes do)."
+            )
     if channels_required is not None and weights is not None and channels != channels_required:
         raise ValueError(
             f"Pretrained weights for {model_name} expect {channels_required} input channels. "

@@ -9,6 +9,7 @@ import keras
 from absl import logging
 
 from effnet_keras.models import registry
+from effnet_keras.weights import weight_ids
 from effnet_keras.training import config as config_lib
 from effnet_keras.training.model_builder import build_training_model
 from effnet_keras.training.model_builder import default_sizes
@@ -69,8 +70,15 @@ def _init_from_checkpoint(model, source, config):
         arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}
         logging.info("Fine-tune init from %s (%s).", path, "EMA weights" if path == ema else "raw weights")
     else:
-        # A weights file or id: the loaders match by layer name and skip a head the donor lacks.
         name = config["model"]["name"]
+        if not os.path.exists(source) and weight_ids(name) and source in weight_ids(name):
+            # An id also fixes the in-model normalisation (AdvProp, 21k): the model must be built with it.
+            raise ValueError(
+                f"train.ft_init_ckpt={source!r} is a weight id: pass it as model.weights={source} instead, so the "
+                "model is built with the normalisation those weights expect (the head is re-initialised when the "
+                "class count differs)."
+            )
+        # A weights file: the loaders match by layer name and skip a head the donor lacks.
         shape = tuple(model.input_shape[1:]) if name.lower().startswith("coatnet") else (None, None, 3)
         donor = registry.get_model(name, include_top=False, input_shape=shape, weights=source)
         arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}

@@ -163,3 +163,35 @@ def test_main_flags_one_step(tmp_path, capsys):
     assert summary["model"] == "efficientnetv2-nano" and summary["stages"] == [[32, 32]]
     assert f"wrote: {os.path.abspath(model_dir)}" in out
     assert config_lib.load_yaml(os.path.join(model_dir, "config.yaml"))["train"]["max_steps"] == 1
+
+
+@pytest.mark.parametrize("dataset_cfg, classes", [("cifar10ft", 10), ("cifar100ft", 100), ("carsft", 196),
+                                                  ("flowersft", 102)])
+def test_fine_tune_recipes_run_on_mock_tfds_from_a_weights_file(dataset_cfg, classes, tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    import effnet_keras
+    from effnet_keras.training import run as run_lib
+
+    donor = tmp_path / "donor.weights.h5"  # a full 10-class file: the backbone loads, the head is new
+    effnet_keras.get_model("efficientnetv2-nano", classes=10, input_shape=(32, 32, 3)).save_weights(str(donor))
+    restored = []
+    original = run_lib._init_from_checkpoint
+    monkeypatch.setattr(run_lib, "_init_from_checkpoint",
+                        lambda *a, **k: restored.append(original(*a, **k)) or restored[-1])
+    cfg = config_lib.build_config(
+        model_name="efficientnetv2-nano", dataset_cfg=dataset_cfg,
+        hparam_str=(f"train.ft_init_ckpt={donor},train.max_steps=2,train.batch_size=8,eval.batch_size=8,"
+                    "train.image_size=32,eval.image_size=32,data.num_train_examples=16,data.num_eval_examples=8,"
+                    "data.cache=false,data.shuffle_buffer=16,train.steps_per_execution=1"))
+    assert cfg["data"]["augment"] == "ft" and cfg["train"]["lr_sched"] == "constant"
+    # tfds' random cars196 examples are invalid (bbox min > max): the pipeline tests' stand-in.
+    from tests.pipeline.test_sources import _cars196_examples
+
+    fake = dict(as_dataset_fn=_cars196_examples, policy=tfds.testing.MockPolicy.USE_CODE) if dataset_cfg == "carsft" else {}
+    with tfds.testing.mock_data(num_examples=16, **fake):
+        result = run_lib.run(cfg, mode="train_and_eval", model_dir=str(tmp_path / dataset_cfg), verbose=0)
+    assert restored == [["predictions"]]  # backbone from the file, a fresh `classes`-way head
+    assert [h["steps"] for h in result["history"]] == [2] and np.isfinite(result["history"][0]["loss"])
+    assert result["eval"]["global_step"] == 2 and 0.0 <= result["eval"]["top1"] <= 1.0
+    assert cfg["data"]["num_classes"] == classes

@@ -58,6 +58,11 @@ def test_unpublished_combination_fails_fast_listing_what_exists():
         effnet_keras.CoAtNet0(weights="imagenet")
     with pytest.raises(ValueError, match="'imagenet', 'advprop', 'noisy-student'"):
         effnet_keras.EfficientNetB0(weights="imagenet21k")
+    # keras.applications' rule, without its silent cases: a 1000-class id with another head size.
+    with pytest.raises(ValueError, match=r"1000-class classifier.*classes=10.*include_top=False"):
+        effnet_keras.EfficientNetV2S(weights="imagenet", classes=10)
+    with pytest.raises(ValueError, match=r"21843-class classifier.*classes=1000"):
+        effnet_keras.EfficientNetV2S(weights="imagenet21k")
     with pytest.raises(ValueError, match="no such file"):
         effnet_keras.EfficientNetB0(weights="/nonexistent/b0.weights.h5", include_top=False, input_shape=(64, 64, 3))
 
