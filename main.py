@@ -55,19 +55,10 @@ def build_config_from_flags():
 
 def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, required=False, image_size=None,
                  provenance=None):
-    """The one call site of the TF Hub exporter (model holds its EMA weights here).
+    """The one call site of the TF Hub exporter (model holds its EMA weights here)."""
+    from hub_export import export
 
-    hub_export is built by another issue; until it provides `export`, the demo logs that
-    the export step was skipped (an explicit --mode=export fails instead).
-    """
     target = export_dir or os.path.join(model_dir, "export", kind)
-    try:
-        from hub_export import export
-    except ImportError as error:
-        if required:
-            raise RuntimeError(f"--mode=export needs hub_export.export, which is not available: {error}") from error
-        logging.warning("TF Hub export skipped: hub_export.export is not available (%s).", error)
-        return None
     result = export(model, target, kind=kind, image_size=image_size, weights_provenance=provenance or "trained by main.py")
     return result.get("saved_model", target) if isinstance(result, dict) else target
 

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -144,39 +145,14 @@ def infer_throughput(model, images, warmup, iters):
 
 
 def timm_throughput(name, size, batch, warmup, iters, compiled, mode):
-    import timm
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # CoAtNet's relative-position tables fix its input size at construction.
-    extra = {"img_size": size} if name.startswith("coatnet") else {}
-    model = timm.create_model(TIMM[name], pretrained=False, **extra).to(device).to(memory_format=torch.channels_last)
-    if compiled:
-        model = torch.compile(model)
-    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
-    if mode == "train":
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step():
-            with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
-
-        model.train()
-    else:
-        model.eval()
-
-        def step():
-            with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-                return model(x)
-
-    return iters * batch / _timed(step, warmup, iters, sync)
+    """timm in a child process (benchmarks/timm_peer.py): TF and torch in one process segfault."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_peer.py"), TIMM[name],
+           str(size), str(batch), str(warmup), str(iters), mode] + (["--compile"] if compiled else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ImportError(f"timm peer failed ({done.returncode}): {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -185,10 +161,14 @@ def main(argv=None):
     parser.add_argument("--impls", default="ours,keras", help="comma list of ours, keras, timm")
     parser.add_argument("--size", type=int, default=128, help="train image size")
     parser.add_argument("--infer-size", type=int, default=None, help="inference size (default --size)")
+    parser.add_argument("--native-sizes", action="store_true",
+                        help="each model at its recipe sizes (train: V2-S 300, eval: V2-S 384, ...)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--step", choices=["keras", "jax"], default="keras")
     parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--timm-compile", default="off", choices=["off", "on", "both"],
+                        help="timm peer with torch.compile: off, on, or both rows")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--markdown", default=None, help="also write a markdown table here")
@@ -198,6 +178,7 @@ def main(argv=None):
     keras.mixed_precision.set_global_policy(policy)
     if args.step == "jax" and keras.backend.backend() != "jax":
         parser.error(f"--step jax needs KERAS_BACKEND=jax; the backend is {keras.backend.backend()!r}")
+    args.timm_compile = {"off": [False], "on": [True], "both": [False, True]}[args.timm_compile]
     impls = args.impls.split(",")
     unknown = set(impls) - {"ours", "keras", "timm"}
     if unknown:
@@ -207,19 +188,25 @@ def main(argv=None):
     for name in args.models.split(","):
         for mode in args.modes.split(","):
             size = args.size if mode == "train" else (args.infer_size or args.size)
+            if args.native_sizes:  # the recipe's sizes: train size for training, eval size for inference
+                spec = getattr(effnet_keras.models.registry.get_builder(name), "spec", None)
+                size = getattr(spec, "train_size" if mode == "train" else "default_size", None) or 224
             images = rng.uniform(0, 255, (args.batch, size, size, 3)).astype("float32")
             labels = np.eye(1000, dtype="float32")[rng.integers(0, 1000, args.batch)]
-            results = {}
+            results, peer_memory = {}, {}
             for impl in impls:
                 if impl == "keras" and name not in KERAS_APPLICATIONS:
                     continue
                 if impl == "timm":
                     if name not in TIMM:
                         continue
-                    try:
-                        results["timm"] = timm_throughput(name, size, args.batch, args.warmup, args.iters, False, mode)
-                    except ImportError as error:
-                        print(json.dumps({"model": name, "impl": "timm", "skipped": str(error)}), flush=True)
+                    for compiled in args.timm_compile:
+                        label = "timm_compiled" if compiled else "timm"
+                        try:
+                            peer = timm_throughput(name, size, args.batch, args.warmup, args.iters, compiled, mode)
+                            results[label], peer_memory[label] = peer["img_per_s"], peer["peak_mem_gib"]
+                        except ImportError as error:
+                            print(json.dumps({"model": name, "impl": label, "skipped": str(error)}), flush=True)
                     continue
                 keras.backend.clear_session()
                 model = build(impl, name, size)
@@ -240,7 +227,9 @@ def main(argv=None):
                     "step": args.step if mode == "train" else "predict",
                     "img_per_s": round(img_s, 1),
                     "ratio_vs_keras": round(img_s / results["keras"], 3) if "keras" in results else None,
-                    "peak_mem_gib": round(peak_memory_gib(), 2),
+                    # JAX's peak is process-wide (so far in this run); timm's is per measurement.
+                    "peak_mem_gib": (round(peer_memory[impl], 2) if peer_memory.get(impl) is not None else None)
+                    if impl.startswith("timm") else round(peak_memory_gib(), 2),
                     "device": device_description(),
                     "keras": keras.__version__,
                 }

@@ -164,6 +164,17 @@ def test_main_flags_one_step(tmp_path, capsys):
     assert f"wrote: {os.path.abspath(model_dir)}" in out
     assert config_lib.load_yaml(os.path.join(model_dir, "config.yaml"))["train"]["max_steps"] == 1
 
+    # --mode=export on that run: the exporter (EMA weights), a reusable SavedModel where asked.
+    export_dir = str(tmp_path / "fv")
+    flags.FLAGS([argv[0], "--dataset_cfg=digits", f"--model_dir={model_dir}", "--mode=export", "--verbose=0",
+                 f"--export_dir={export_dir}", f"--hparam_str={TINY},train.max_steps=1"])
+    try:
+        assert main_lib.main([]) == 0
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+    assert f"and {export_dir}" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("dataset_cfg, classes", [("cifar10ft", 10), ("cifar100ft", 100), ("carsft", 196),
                                                   ("flowersft", 102)])

@@ -171,3 +171,24 @@ def test_convert_cli_timm_and_automl_to_native(golden, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", "caffe", "--model", "efficientnetv2-nano",
                           TIMM_V2, str(tmp_path / "x.weights.h5")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "caffe" in bad.stderr
+
+
+def test_convert_cli_keras_applications_h5_matches_keras(tmp_path):
+    import keras
+
+    from tests.models.test_keras_parity import randomise_like_trained, write_keras_applications_h5
+
+    keras.utils.set_random_seed(3)
+    reference = keras.applications.EfficientNetV2B0(weights=None, input_shape=(64, 64, 3), classes=7,
+                                                    classifier_activation=None)
+    randomise_like_trained(reference)
+    src, out = str(tmp_path / "efficientnetv2-b0.h5"), str(tmp_path / "b0.weights.h5")
+    write_keras_applications_h5(reference, src)
+    done = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", "keras", "--model",
+                           "efficientnetv2-b0", src, out, "--input-size", "64"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = effnet_keras.EfficientNetV2B0(weights=out, classes=7, input_shape=(64, 64, 3), classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ours.predict(images, verbose=0), reference.predict(images, verbose=0), atol=1e-4)
+
