@@ -5,9 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-pytestmark = pytest.mark.backend
+# Not marked `backend`: the subprocess already runs the JAX backend, so CI's JAX rerun would repeat it.
 
 BLOCK_TF = textwrap.dedent(
     """
