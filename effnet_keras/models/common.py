@@ -7,7 +7,6 @@ classifier head, weight loading) lives here once.
 """
 
 import math
-import os
 
 import keras
 from keras import layers
@@ -85,10 +84,10 @@ def validate_common_args(
                 f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
                 f"(the network downsamples 32x). Received: input_shape={input_shape!r}"
             )
-    if isinstance(weights, str) and os.sep not in weights and "." not in weights and not os.path.exists(weights):
-        # A weight id: refuse an unpublished one before building anything (V2-XL is 208 M params).
-        from effnet_keras.weights import registry as weights_registry
+    from effnet_keras.weights import registry as weights_registry
 
+    if weights_registry.looks_like_weight_id(weights):
+        # A weight id: refuse an unpublished one before building anything (V2-XL is 208 M params).
         entry = weights_registry.lookup(model_name, weights)
         if include_top and classes != entry.classes:
             raise ValueError(

@@ -34,7 +34,7 @@ def load_into(model, weights, *, model_name, include_top, classes):
         raise ValueError(f"`weights` must be None, a weight id or a file path. Received: weights={weights!r}")
     if os.path.exists(path) or os.path.exists(path + ".index"):
         return load_file(model, path, include_top=include_top, model_name=model_name)
-    if path in weight_ids(model_name) or (registry.is_weight_id(path) and os.sep not in path):
+    if registry.looks_like_weight_id(path):
         entry = lookup(model_name, path)  # raises, listing this model's ids, when it has no such id
         from effnet_keras.weights import download
 

@@ -100,7 +100,6 @@ def model_scope(variables):
 def convert_automl_checkpoint(variables, model, *, prefer_ema=True):
     """{our layer name: [arrays in Keras weight order]} for `model` from checkpoint `variables`."""
     scope = model_scope(variables)
-    used = set()
 
     def get(name):
         full = f"{scope}/{name}"
@@ -108,7 +107,6 @@ def convert_automl_checkpoint(variables, model, *, prefer_ema=True):
         key = ema if prefer_ema and ema in variables else full
         if key not in variables:
             raise ValueError(f"checkpoint has no variable {full!r} (scope {scope!r}): does the model match?")
-        used.add(full)
         return variables[key]
 
     bn_name = next((b for b in BN_NAMES if f"{scope}/stem/{b}/gamma" in variables), BN_NAMES[0])

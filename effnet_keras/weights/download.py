@@ -46,8 +46,12 @@ def fetch(entry, *, include_top=True, cache_dir_override=None):
     if file_hash is not None:
         algorithm, digest = parse_hash(file_hash, where=f"{entry.model} / {entry.weight_id}")
         kwargs.update(file_hash=digest, hash_algorithm=algorithm)
-    elif os.path.exists(path) and not _matches_pin(path):
-        os.remove(path)  # corrupt or truncated since it was pinned: fetch again
+    checked = False  # the cached file already matched its pin: no second hashing pass below
+    if file_hash is None and os.path.exists(path):
+        state = _pin_state(path)
+        if state == "mismatch":
+            os.remove(path)  # corrupt or truncated since it was pinned: fetch again
+        checked = state == "match"
     try:
         path = keras.utils.get_file(**kwargs)
     except ValueError as err:  # the fresh download failed the published hash
@@ -64,7 +68,7 @@ def fetch(entry, *, include_top=True, cache_dir_override=None):
             f"machine is offline, download that file elsewhere and pass weights='/path/to/{os.path.basename(url)}' "
             f"(or copy it to {path})."
         ) from err
-    if file_hash is None:
+    if file_hash is None and not checked:
         _pin(path)
     return path
 
@@ -73,23 +77,24 @@ def _pin_path(path):
     return path + ".sha256"
 
 
-def _matches_pin(path):
+def _pin_state(path):
+    """'none' (not pinned yet), 'match' or 'mismatch' against `<path>.sha256`."""
     pin = _pin_path(path)
     if not os.path.exists(pin):
-        return True  # not pinned yet (e.g. copied in by hand): pinned after this use
+        return "none"
     with open(pin, encoding="utf8") as f:
-        return f.read().strip() == sha256_of(path)
+        return "match" if f.read().strip() == sha256_of(path) else "mismatch"
 
 
 def _pin(path):
-    pin = _pin_path(path)
-    if os.path.exists(pin):
-        if not _matches_pin(path):
-            _remove(path)
-            raise WeightsDownloadError(f"{path} does not match its pinned sha256 ({pin}); deleted, not loaded.")
-        return
-    with open(pin, "w", encoding="utf8") as f:
-        f.write(sha256_of(path) + "\n")
+    """Record the first download's sha256, or check a fresh re-download against the existing pin."""
+    state = _pin_state(path)
+    if state == "mismatch":
+        _remove(path)
+        raise WeightsDownloadError(f"{path} does not match its pinned sha256 ({_pin_path(path)}); deleted, not loaded.")
+    if state == "none":
+        with open(_pin_path(path), "w", encoding="utf8") as f:
+            f.write(sha256_of(path) + "\n")
 
 
 def _remove(path):

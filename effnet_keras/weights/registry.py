@@ -58,9 +58,10 @@ def models_with_weights():
     return tuple(_table())
 
 
-def is_weight_id(value):
-    """True for a string that names a weight id anywhere in the registry (not a file path)."""
-    return isinstance(value, str) and any(value in ids for ids in _table().values())
+def looks_like_weight_id(value):
+    """A bare word that is not an existing path ('imagenet', 'advprop'): to be looked up, not opened."""
+    return (isinstance(value, str) and os.sep not in value and "." not in value
+            and not os.path.exists(value) and not os.path.exists(value + ".index"))
 
 
 def lookup(model_name, weight_id):
