@@ -1,0 +1,117 @@
+"""Each fast RandAugment kernel gives its Keras parent's output for the same random draws."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from effnet_keras.data import augment
+from effnet_keras.data import fast_layers
+
+GEO = dict(interpolation="nearest", fill_mode="constant", fill_value=128.0, dtype="float32")
+COLOR = dict(value_range=(0, 255), dtype="float32")
+
+# (fast class, Keras parent, constructor kwargs, atol): RandAugment's settings at strong magnitudes.
+PAIRS = {
+    "rotation": (fast_layers.FastRandomRotation, keras.layers.RandomRotation, dict(factor=(-0.1, 0.1), **GEO), 0),
+    "shear_x": (fast_layers.FastRandomShear, keras.layers.RandomShear, dict(x_factor=(0.4, 0.4), y_factor=0.0, **GEO), 0),
+    "shear_y": (fast_layers.FastRandomShear, keras.layers.RandomShear, dict(x_factor=0.0, y_factor=(0.4, 0.4), **GEO), 0),
+    "translation": (fast_layers.FastRandomTranslation, keras.layers.RandomTranslation,
+                    dict(height_factor=0.4, width_factor=0.3, **GEO), 0),
+    "auto_contrast": (fast_layers.FastAutoContrast, keras.layers.AutoContrast, COLOR, 2e-3),
+    "contrast": (fast_layers.FastRandomContrast, keras.layers.RandomContrast, dict(factor=(0.8, 0.8), **COLOR), 2e-3),
+    "color": (fast_layers.FastRandomColorDegeneration, keras.layers.RandomColorDegeneration,
+              dict(factor=0.9, **COLOR), 2e-3),
+    "equalize": (fast_layers.FastEqualization, keras.layers.Equalization, COLOR, 0),
+    "invert": (fast_layers.FastRandomInvert, keras.layers.RandomInvert, dict(factor=(1.0, 1.0), **COLOR), 0),
+    "erasing": (fast_layers.FastRandomErasing, keras.layers.RandomErasing,
+                dict(factor=(1.0, 1.0), scale=(0.2, 0.3), fill_value=128.0, value_range=(0, 255), dtype="float32"), 0),
+}
+
+
+def photo(seed, height=36, width=44, integer=False):
+    """A smooth random image (real photos are smooth; histograms then have gaps and peaks)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (1, 6, 7, 3)).astype("float32")
+    image = tf.image.resize(coarse, (height, width), method="bicubic").numpy()
+    image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype("float32")
+    return np.round(image) if integer else image
+
+
+def seed(a, b):
+    return tf.constant([a, b], tf.int64)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
+def test_fast_kernel_equals_its_keras_parent(name, integer):
+    fast_cls, keras_cls, kwargs, atol = PAIRS[name]
+    fast, reference = fast_cls(**kwargs), keras_cls(**kwargs)
+    for trial in range(4):
+        image = photo(trial, integer=integer)
+        ours = augment.apply_layer(fast, image, seed(trial, 11)).numpy()
+        theirs = augment.apply_layer(reference, image, seed(trial, 11)).numpy()
+        assert ours.shape == theirs.shape == image.shape and ours.dtype == np.float32
+        if atol:
+            np.testing.assert_allclose(ours, theirs, atol=atol, rtol=0, err_msg=f"{name}, trial {trial}")
+        else:
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}, trial {trial}")
+        assert not np.array_equal(ours, image) or name == "auto_contrast", f"{name} left the image unchanged"
+
+
+@pytest.mark.parametrize("name", ["auto_contrast", "equalize"])
+def test_constant_channel_is_left_as_it_is(name):
+    fast_cls, keras_cls, kwargs, _ = PAIRS[name]
+    image = photo(5)
+    image[..., 1] = 77.25  # one flat channel: Keras returns it unchanged
+    ours = augment.apply_layer(fast_cls(**kwargs), image, seed(1, 2)).numpy()
+    theirs = augment.apply_layer(keras_cls(**kwargs), image, seed(1, 2)).numpy()
+    np.testing.assert_array_equal(ours[..., 1], image[..., 1])
+    np.testing.assert_allclose(ours, theirs, atol=2e-3, rtol=0)
+
+
+def test_warp_nearest_equals_image_projective_transform_for_a_batch():
+    rng = np.random.default_rng(0)
+    images = np.concatenate([photo(1), photo(2)]).astype("float32")
+    for _ in range(5):
+        angle = rng.uniform(-1, 1)
+        transforms = np.array([
+            [np.cos(angle), -np.sin(angle), rng.uniform(-9, 9), np.sin(angle), np.cos(angle), rng.uniform(-9, 9), 0, 0],
+            [1.0, rng.uniform(-0.5, 0.5), rng.uniform(-9, 9), rng.uniform(-0.5, 0.5), 1.0, 0.0, 0, 0],
+        ], np.float32)
+        ours = fast_layers.warp_nearest(tf.constant(images), tf.constant(transforms), 128.0).numpy()
+        theirs = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=images.shape[1:3], fill_value=128.0,
+            interpolation="NEAREST", fill_mode="CONSTANT").numpy()
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (5, -3), (-44, 2), (60, -60)])
+def test_shift_image(shift):
+    image = photo(3)
+    out = fast_layers.shift_image(tf.constant(image), shift[0], shift[1], 128.0).numpy()
+    height, width = image.shape[1:3]
+    for y in range(0, height, 5):
+        for x in range(0, width, 5):
+            sy, sx = y + shift[1], x + shift[0]
+            want = image[0, sy, sx] if 0 <= sy < height and 0 <= sx < width else 128.0
+            np.testing.assert_array_equal(out[0, y, x], want)
+
+
+def test_solarization_matches_keras_at_fixed_threshold_and_addition():
+    image = photo(4)
+    for threshold, addition in ((200.0, 0.0), (128.0, 66.0)):
+        ours = augment.apply_layer(fast_layers.FixedSolarization(threshold, addition, dtype="float32"), image,
+                                   seed(0, 1)).numpy()
+        keras_layer = keras.layers.Solarization(value_range=(0, 255), dtype="float32")
+        transformation = {"additions": tf.fill([1, 1, 1, 1], addition), "thresholds": tf.fill([1, 1, 1, 1], threshold)}
+        theirs = keras_layer.transform_images(tf.constant(image), transformation).numpy()
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_batches_fall_back_to_the_keras_kernels():
+    images = np.concatenate([photo(1), photo(2)])
+    for name, (fast_cls, keras_cls, kwargs, atol) in PAIRS.items():
+        ours = augment.apply_layer(fast_cls(**kwargs), images, seed(3, 4)).numpy()
+        theirs = augment.apply_layer(keras_cls(**kwargs), images, seed(3, 4)).numpy()
+        np.testing.assert_allclose(ours, theirs, atol=atol or 1e-6, rtol=0, err_msg=name)
