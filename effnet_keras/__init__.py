@@ -17,6 +17,8 @@ from effnet_keras.models.coatnet import CoAtNet4
 from effnet_keras.models.coatnet import CoAtNet5
 from effnet_keras.models.coatnet import CoAtNet6
 from effnet_keras.models.coatnet import CoAtNet7
+from effnet_keras.models.common import disable_runtime_rates
+from effnet_keras.models.common import enable_runtime_rates
 from effnet_keras.models.common import set_regularization
 from effnet_keras.models.efficientnet import EfficientNet
 from effnet_keras.models.efficientnet import EfficientNetB0

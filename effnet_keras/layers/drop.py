@@ -1,7 +1,46 @@
-"""Stochastic depth: drop a whole residual branch per sample."""
+"""Stochastic depth and the head's dropout, with rates a trainer can change without re-tracing.
+
+A rate is a Python float (read when a step function is traced) unless a runtime
+rate is attached (`attach_runtime_rate`): a backend variable the traced step
+reads at run time, so a progressive trainer changes rates between stages by
+assigning it, keeping its compiled step. The variable is held outside Keras' and
+TF's tracking (a plain holder object), so model weights and checkpoints are the
+same with or without it. Only the TensorFlow trainer attaches them: a JAX or torch
+step takes its state explicitly and would not see the assignments.
+"""
 
 import keras
 from keras import ops
+
+
+class _RuntimeRate:
+    """Holds the variable out of reach of Keras' tracker and tf.Module's auto-tracking."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.variable = variable
+
+
+def attach_runtime_rate(layer, variable):
+    """Make `layer` (StochasticDepth or ScheduledDropout) read its rate from `variable` at run time."""
+    if not isinstance(layer, (StochasticDepth, ScheduledDropout)):
+        raise TypeError(f"Runtime rates are for StochasticDepth and ScheduledDropout layers. Received: {layer!r}")
+    layer._runtime_rate = _RuntimeRate(variable)
+
+
+def runtime_rate(layer):
+    holder = getattr(layer, "_runtime_rate", None)
+    return None if holder is None else holder.variable
+
+
+def _drop(inputs, rate, noise_shape, seed_generator):
+    """Inverted dropout with a tensor rate: keep with probability 1 - rate, scale kept values by 1 / (1 - rate)."""
+    keep = 1.0 - ops.cast(rate, "float32")
+    # Draw in float32: bf16/fp16 uniforms are too coarse for a fair coin.
+    random = keras.random.uniform(noise_shape, seed=seed_generator, dtype="float32")
+    mask = ops.cast(random < keep, "float32") / keep
+    return inputs * ops.cast(mask, inputs.dtype)
 
 
 @keras.saving.register_keras_serializable(package="effnet_keras")
@@ -15,8 +54,8 @@ class StochasticDepth(keras.layers.Layer):
     num_blocks). It lets `effnet_keras.set_regularization` move every block to a
     new global drop-connect rate between progressive-learning stages: the block
     then uses `rate = drop_connect_rate * schedule_fraction`, the linear schedule
-    of the EfficientNet paper. `rate` is a plain Python float, read when the
-    step function is traced; a trainer that changes it must re-trace.
+    of the EfficientNet paper. `rate` is a Python float read when the step is
+    traced, unless a runtime rate is attached (module docstring).
     """
 
     def __init__(self, rate=0.0, schedule_fraction=None, seed=None, **kwargs):
@@ -30,15 +69,12 @@ class StochasticDepth(keras.layers.Layer):
         self.supports_masking = True
 
     def call(self, inputs, training=False):
-        if not training or self.rate == 0.0:
+        rate = runtime_rate(self)
+        if not training or (rate is None and self.rate == 0.0):
             return inputs
-        keep = 1.0 - self.rate
         batch = ops.shape(inputs)[0]
         noise_shape = (batch,) + (1,) * (len(inputs.shape) - 1)
-        # Draw in float32: bf16/fp16 uniforms are too coarse for a fair coin.
-        random = keras.random.uniform(noise_shape, seed=self.seed_generator, dtype="float32")
-        mask = ops.cast(random < keep, inputs.dtype) / ops.cast(keep, inputs.dtype)
-        return inputs * mask
+        return _drop(inputs, self.rate if rate is None else rate, noise_shape, self.seed_generator)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -47,3 +83,23 @@ class StochasticDepth(keras.layers.Layer):
         config = super().get_config()
         config.update(rate=self.rate, schedule_fraction=self.schedule_fraction, seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package="effnet_keras")
+class ScheduledDropout(keras.layers.Dropout):
+    """keras.layers.Dropout that can read its rate from a runtime variable (the classifier head's dropout)."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        if not 0 <= rate <= 1:
+            raise ValueError(f"Dropout rate must be in [0, 1]. Received: rate={rate}")
+        # Keras' Dropout creates its SeedGenerator only for rate > 0 and then locks the layer's
+        # state; a progressive schedule may raise a 0 rate later, so build with a positive rate.
+        super().__init__(rate if rate > 0 else 0.5, noise_shape=noise_shape, seed=seed, **kwargs)
+        self.rate = rate
+
+    def call(self, inputs, training=False):
+        rate = runtime_rate(self)
+        if rate is None or not training:
+            return super().call(inputs, training=training)
+        noise_shape = self.noise_shape if self.noise_shape is not None else ops.shape(inputs)
+        return _drop(inputs, rate, noise_shape, self.seed_generator)

@@ -25,6 +25,7 @@ from effnet_keras.layers.coatnet_blocks import PADDING_MODES
 from effnet_keras.layers.coatnet_blocks import POOL_TYPES
 from effnet_keras.layers.coatnet_blocks import coatnet_mbconv_block
 from effnet_keras.layers.coatnet_blocks import conv_stem
+from effnet_keras.layers.drop import ScheduledDropout
 from effnet_keras.layers.mbconv import dense_initializer
 from effnet_keras.models import common
 
@@ -235,7 +236,7 @@ def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate,
     x = layers.LayerNormalization(epsilon=ln_epsilon, name="head_norm")(x)
     if pre_logits:
         x = layers.Dense(width, activation="tanh", kernel_initializer=dense_initializer(), name="head_pre_logits")(x)
-    x = layers.Dropout(dropout_rate, name="top_dropout")(x)
+    x = ScheduledDropout(dropout_rate, name="top_dropout")(x)
     return layers.Dense(
         classes,
         activation=classifier_activation,

@@ -22,6 +22,8 @@ import time
 import keras
 from absl import logging
 
+from effnet_keras.models.common import disable_runtime_rates
+from effnet_keras.models.common import enable_runtime_rates
 from effnet_keras.models.common import set_regularization
 from effnet_keras.training import optim
 from effnet_keras.training.plan import StagePlan  # noqa: F401  (re-exported for callers)
@@ -122,6 +124,11 @@ class Trainer:
             if self.own_multi_step:
                 _install_multi_step(model, self.spe)
             self.progress = tf.Variable([0] * len(PROGRESS_FIELDS), dtype=tf.int64, trainable=False, name="progress")
+        # Without XLA the traced step needs no static shapes: fed batches of unknown batch and image
+        # size it is traced once for all stages (with XLA each shape compiles anyway; TPUs need
+        # static shapes).
+        self.relax_shapes = (len(plans) > 1 and not model.jit_compile
+                             and not isinstance(strategy, tf.distribute.TPUStrategy))
         # Dropout / stochastic-depth RNG state: tf.train.Checkpoint does not reach Keras'
         # SeedGenerators through the model, and a resumed run must draw the same masks.
         rng = [g.state for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
@@ -189,6 +196,17 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train(self):
+        # Stage rates become variables the compiled step reads at run time, so one traced step
+        # serves every stage instead of a ~10 s re-trace per stage on CPU. Only while training:
+        # the model leaves the trainer plain, so an export never captures the variables.
+        with self.strategy.scope():
+            enable_runtime_rates(self.model)
+        try:
+            return self._train()
+        finally:
+            disable_runtime_rates(self.model)
+
+    def _train(self):
         epoch0, step0 = self.restore()
         total_epochs = self.plans[-1].stage.end_epoch
         if epoch0 >= total_epochs:
@@ -200,10 +218,9 @@ class Trainer:
                 continue
             if self._stop_at_max_steps():
                 break
+            # Assigns the runtime rate variables; re-traces only for layers without one.
             set_regularization(self.model, dropout_rate=stage.dropout_rate, drop_connect_rate=stage.drop_connect_rate)
-            # A new compiled step per stage (rates are read at trace time); each epoch's
-            # fit() of the stage reuses it.
-            self.model.make_train_function(force=True)
+            self.model.make_train_function()
             self._log_stage(plan)
             for epoch in range(max(stage.start_epoch, epoch0), stage.end_epoch):
                 skip = step0 if epoch == epoch0 else 0
@@ -241,6 +258,8 @@ class Trainer:
 
         def dataset_fn(input_context):
             ds = self.make_dataset(plan.stage, per_replica, input_context, seed)
+            if self.relax_shapes:
+                ds = ds.map(_without_static_shapes)
             # Each input pipeline feeds num_replicas / num_pipelines replicas per step.
             per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
             # Exactly `steps` steps: Keras' multi-step loop runs until the data ends.
@@ -265,7 +284,8 @@ class Trainer:
         steady = (seconds - first) / (done - self.spe) if done > self.spe else None
         compile_seconds = None
         if plan.stage.index not in self._traced_stages:
-            # The stage's first execution traces and compiles its step: report that cost once.
+            # The stage's first execution: a trace/compile when the step meets a new input shape
+            # (without XLA only the first stage: shapes are relaxed). Report that cost once.
             self._traced_stages.add(plan.stage.index)
             compile_seconds = round(max(0.0, first - min(done, self.spe) * (steady or 0.0)), 3)
         record = {
@@ -280,7 +300,8 @@ class Trainer:
         }
         self.history.append(record)
         if compile_seconds is not None:
-            logging.info("Stage %d: first step traced and compiled in %.1f s.", plan.stage.index, compile_seconds)
+            logging.info("Stage %d: first execution overhead (trace/compile, if any) %.1f s.", plan.stage.index,
+                         compile_seconds)
         logging.info("epoch %d: %s", epoch, json.dumps(record))
         self.scalars.write(self.global_step(), {
             f"epoch/{k}": v for k, v in record.items() if k not in ("stage", "epoch") and v is not None
@@ -334,6 +355,15 @@ def _build_compiled_state_once(model, image_size):
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
+def _without_static_shapes(images, labels):
+    """Identity that forgets the batch and image sizes (PlaceholderWithDefault's output has the given shape)."""
+    import tensorflow as tf
+
+    images = tf.raw_ops.PlaceholderWithDefault(input=images, shape=[None, None, None, images.shape[-1]])
+    labels = tf.raw_ops.PlaceholderWithDefault(input=labels, shape=[None] + labels.shape[1:].as_list())
+    return images, labels
+
+
 def _install_multi_step(model, steps_per_execution):
     """Run up to `steps_per_execution` steps per host round trip in one tf.function.
 
@@ -352,7 +382,7 @@ def _install_multi_step(model, steps_per_execution):
             outputs = strategy.run(model.train_step, args=(data,))
             return keras_tf_trainer.reduce_per_replica(outputs, strategy, reduction="auto")
 
-        @tf.function
+        @tf.function(reduce_retracing=True)  # as Keras' own: one size-agnostic trace for all stages
         def multi_step(iterator):
             outputs = one_step(next(iterator))
             for _ in tf.range(steps_per_execution - 1):

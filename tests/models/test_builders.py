@@ -1,6 +1,7 @@
 """Builder contract: arguments and errors, padding, names, serialisation, precision, features."""
 
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -273,3 +274,33 @@ def test_fractional_phi_builds_between_neighbours():
     half = effnet_keras.EfficientNet(0.5)
     assert half.input_shape[1:] == (240, 240, 3)
     assert effnet_keras.EfficientNetB0().count_params() < half.count_params() < effnet_keras.EfficientNet(1).count_params()
+
+
+def test_runtime_rates_change_a_traced_step_without_retracing():
+    import tensorflow as tf
+
+    model = effnet_keras.EfficientNetV2Nano(input_shape=(32, 32, 3), classes=3)
+    weights_before = [w.path for w in model.weights]
+    layers_with_rates = effnet_keras.enable_runtime_rates(model)
+    assert layers_with_rates == 1 + sum(isinstance(l, StochasticDepth) for l in model.layers)
+    # The variables are neither model weights nor checkpoint dependencies.
+    assert [w.path for w in model.weights] == weights_before
+    checkpoint_keys = [name for name, _ in tf.train.list_variables(tf.train.Checkpoint(model=model).write(
+        os.path.join(tempfile.mkdtemp(), "ckpt")))]
+    assert checkpoint_keys and not any("runtime_rate" in key for key in checkpoint_keys)
+    traces = []
+
+    @tf.function
+    def step(x):
+        traces.append(1)
+        return model(x, training=True)
+
+    x = tf.random.stateless_uniform((4, 32, 32, 3), (1, 2), 0, 255)
+    effnet_keras.set_regularization(model, dropout_rate=0.0, drop_connect_rate=0.0)
+    calm = step(x).numpy()
+    np.testing.assert_allclose(step(x).numpy(), calm, rtol=1e-5, atol=1e-5)  # rate 0: nothing dropped
+    effnet_keras.set_regularization(model, dropout_rate=0.9, drop_connect_rate=0.9)
+    assert not np.allclose(step(x).numpy(), calm, atol=1e-3)  # the same trace now drops
+    effnet_keras.set_regularization(model, dropout_rate=0.0, drop_connect_rate=0.0)
+    np.testing.assert_allclose(step(x).numpy(), calm, rtol=1e-5, atol=1e-5)
+    assert len(traces) == 1

@@ -206,3 +206,37 @@ def test_fine_tune_recipes_run_on_mock_tfds_from_a_weights_file(dataset_cfg, cla
     assert [h["steps"] for h in result["history"]] == [2] and np.isfinite(result["history"][0]["loss"])
     assert result["eval"]["global_step"] == 2 and 0.0 <= result["eval"]["top1"] <= 1.0
     assert cfg["data"]["num_classes"] == classes
+
+
+def test_progressive_stages_share_one_traced_step(tmp_path, monkeypatch):
+    """Stage rates are runtime variables and, without XLA, batches have no static size: 3 stages at 3
+    sizes trace the train step once, not once per stage, and each stage's rates reach the layers."""
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    from effnet_keras.layers import drop
+    from effnet_keras.training import run as run_lib
+    from effnet_keras.training import trainer as trainer_lib
+
+    traces, rates_seen = [], []
+    original = keras_tf_trainer.TensorFlowTrainer.train_step
+
+    def counting_train_step(self, data):
+        traces.append(tuple(data[0].shape))  # runs only while tracing
+        return original(self, data)
+
+    def recording_set_regularization(model, **rates):
+        changed = trainer_lib_set(model, **rates)
+        head = model.get_layer("top_dropout")
+        rates_seen.append((float(drop.runtime_rate(head).numpy()), head.rate))
+        return changed
+
+    trainer_lib_set = trainer_lib.set_regularization
+    monkeypatch.setattr(keras_tf_trainer.TensorFlowTrainer, "train_step", counting_train_step)
+    monkeypatch.setattr(trainer_lib, "set_regularization", recording_set_regularization)
+    cfg = tiny_config("train.epochs=3,train.batch_size=96,train.progressive.num_stages=3,"
+                      "train.progressive.start_image_size=16,train.progressive.batch_growth=false,"
+                      "train.progressive.dropout_rate=[0.1,0.3]")
+    result = run_lib.run(cfg, mode="train", model_dir=str(tmp_path / "run"), verbose=0)
+    assert [h["image_size"] for h in result["history"]] == [16, 24, 32]
+    assert traces == [(None, None, None, 3)], traces
+    assert rates_seen == [pytest.approx((r, r)) for r in (0.1, 0.2, 0.3)]
