@@ -276,6 +276,7 @@ def test_fractional_phi_builds_between_neighbours():
     assert effnet_keras.EfficientNetB0().count_params() < half.count_params() < effnet_keras.EfficientNet(1).count_params()
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="runtime rates are for the TF trainer")
 def test_runtime_rates_change_a_traced_step_without_retracing():
     import tensorflow as tf
 
@@ -304,3 +305,10 @@ def test_runtime_rates_change_a_traced_step_without_retracing():
     effnet_keras.set_regularization(model, dropout_rate=0.0, drop_connect_rate=0.0)
     np.testing.assert_allclose(step(x).numpy(), calm, rtol=1e-5, atol=1e-5)
     assert len(traces) == 1
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="checks the error on the other backends")
+def test_runtime_rates_refused_off_tensorflow():
+    model = effnet_keras.EfficientNetV2Nano(input_shape=(32, 32, 3), classes=3)
+    with pytest.raises(RuntimeError, match="TensorFlow backend"):
+        effnet_keras.enable_runtime_rates(model)
