@@ -6,7 +6,8 @@ so JPEG decoding costs what it costs on ImageNet): random crops at ImageNet's
 typical 500 x 333..500 px, quality 96 (~ImageNet's ~110 KB per image). Then times `effnet_keras.data.build_dataset`
 for the train split — decode + inception crop + resize + flip + RandAugment
 (+ Mixup/CutMix if asked) — at --size, with tf.data limited to --threads threads
-(`private_threadpool_size`, one intra-op thread). img/s / threads = img/s per core.
+(`private_threadpool_size`, one intra-op thread). img/s / threads = img/s per core;
+the median of --repeats windows of --batches batches (min and max printed too).
 
     python benchmarks/input_pipeline.py --threads 1,2 --size 300 --ram 15
     python benchmarks/input_pipeline.py --threads 1 --augment none          # decode + crop + flip only
@@ -94,19 +95,28 @@ def keras_randaugment_dataset(cfg, args):
     return ds.batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def measure(dataset, threads, batches, warmup):
+def measure(dataset, threads, batches, warmup, repeats):
+    """img/s of `repeats` back-to-back windows of `batches` batches each, from one iterator.
+
+    Several windows, not one long one: this VM has spells in which the process gets
+    about half its CPU (a step that takes 106 ms takes 213 ms), seconds long; the
+    median window is the pipeline's speed, min/max show the spread.
+    """
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
     iterator = iter(dataset.with_options(options))
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
-    images = 0
-    for _ in range(batches):
-        x, _ = next(iterator)
-        images += int(x.shape[0])
-    return images / (time.perf_counter() - start)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        images = 0
+        for _ in range(batches):
+            x, _ = next(iterator)
+            images += int(x.shape[0])
+        rates.append(images / (time.perf_counter() - start))
+    return rates
 
 
 def main():
@@ -116,6 +126,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
     parser.add_argument("--images", type=int, default=512, help="JPEGs to generate (cached in memory as bytes)")
     parser.add_argument("--augment", default="randaugment", choices=["randaugment", "none", "ft"])
     parser.add_argument("--ram", type=float, default=15.0, help="RandAugment magnitude (automl 0-30 scale)")
@@ -136,12 +147,15 @@ def main():
             else:
                 dataset = data.build_dataset(cfg, split="train", image_size=args.size, batch_size=args.batch,
                                              seed=0 if args.deterministic else None, repeat=True)
-            rate = measure(dataset, threads, args.batches, args.warmup)
+            rates = sorted(measure(dataset, threads, args.batches, args.warmup, args.repeats))
+            rate = rates[len(rates) // 2]
             print(json.dumps({
                 "pipeline": "keras.layers.RandAugment" if args.keras_randaugment else f"effnet_keras ({args.augment})",
                 "size": args.size, "ram": args.ram, "mixup": args.mixup, "cutmix": args.cutmix,
                 "deterministic": args.deterministic, "threads": threads, "img_per_s": round(rate, 1),
-                "img_per_s_per_core": round(rate / threads, 1), "jpeg_kb": round(jpeg_bytes / 1024, 1),
+                "img_per_s_per_core": round(rate / threads, 1),
+                "windows_per_core_min_max": [round(rates[0] / threads, 1), round(rates[-1] / threads, 1)],
+                "windows": len(rates), "jpeg_kb": round(jpeg_bytes / 1024, 1),
                 "jpeg_hw": [round(height), round(width)], "cpu": platform.processor() or platform.machine(),
                 "cores": os.cpu_count(), "tf": tf.__version__,
             }), flush=True)

@@ -5,7 +5,8 @@ Runs `effnet_keras.training.run` three times on a fresh model_dir each:
   progressive_fixed_batch   the same stages at the base batch (issue 9's comparison)
   fixed              one stage at the final size (train.progressive.num_stages=0)
 and prints one JSON line per run (train seconds, test top-1 with EMA weights, per-stage
-img/s) plus a summary with the time ratio. Target: progressive <= 0.65x the fixed-size time
+img/s, every epoch's seconds, a spell-free estimate: see _spell_excess) plus a summary
+with the time ratios. Target: progressive <= 0.65x the fixed-size time
 with equal or better accuracy.
 
     python benchmarks/progressive.py                       # the digits demo recipe, CPU
@@ -42,7 +43,9 @@ def run_one(name, args, work_dir):
     start = time.perf_counter()
     result = run_lib.run(config, mode="train_and_eval", model_dir=os.path.join(work_dir, name), verbose=0)
     stages = {}
+    seconds_by_stage = {}
     for record in result["history"]:
+        seconds_by_stage.setdefault(record["stage"], []).append(record["seconds"])
         stage = stages.setdefault(record["stage"], {"size": record["image_size"], "batch": record["batch_size"],
                                                     "img_per_s": [], "compile_s": record.get("compile_seconds"),
                                                     "fit_s": 0.0, "first_s": 0.0, "epochs": 0})
@@ -55,15 +58,37 @@ def run_one(name, args, work_dir):
     return {
         "run": name,
         "train_seconds": result["train_seconds"],
+        "spell_free_seconds": round(result["train_seconds"] - _spell_excess(seconds_by_stage), 2),
         "total_seconds": round(time.perf_counter() - start, 2),
         # Outside Keras' fit(): per-epoch checkpoints, dataset set-up, stage switches.
         "outside_fit_seconds": round(result["train_seconds"] - fit_seconds, 2),
         "top1": round(result["eval"]["top1"], 4),
+        "epoch_seconds": {stage: [round(x, 1) for x in xs] for stage, xs in sorted(seconds_by_stage.items())},
         "stages": [{"size": s["size"], "batch": s["batch"], "epochs": s["epochs"], "fit_s": round(s["fit_s"], 1),
                     "first_execution_s": round(s["first_s"], 1), "compile_s": s["compile_s"],
                     "img_per_s": round(sorted(s["img_per_s"])[len(s["img_per_s"]) // 2], 1) if s["img_per_s"] else None}
                    for _, s in sorted(stages.items())],
     }
+
+
+def _spell_excess(seconds_by_stage):
+    """Seconds the run lost to the machine's slow spells, estimated from its epoch times.
+
+    On our 2-core VM an epoch of this benchmark takes either its usual time or ~1.9x it
+    (10.6 s instead of 5.7 s at 128 px; the model alone shows the same two modes,
+    minutes apart, while a pure-Python spin loop does not). The excess of each epoch
+    over its stage's 25th-percentile epoch (a stage's first epoch, which traces, is
+    left as it is) is reported, so two runs that met different numbers of spells can
+    still be compared; the wall time is reported next to it, unchanged.
+    """
+    excess = 0.0
+    for times in seconds_by_stage.values():
+        rest = sorted(times[1:])
+        if len(rest) < 4:
+            continue
+        typical = rest[len(rest) // 4]
+        excess += sum(max(0.0, t - typical) for t in times[1:])
+    return excess
 
 
 def main(argv=None):
@@ -94,6 +119,8 @@ def main(argv=None):
         for name in names:
             if name != "fixed":
                 summary[f"{name}_time_vs_fixed"] = round(results[name]["train_seconds"] / results["fixed"]["train_seconds"], 3)
+                summary[f"{name}_spell_free_time_vs_fixed"] = round(
+                    results[name]["spell_free_seconds"] / results["fixed"]["spell_free_seconds"], 3)
                 summary[f"{name}_top1_minus_fixed"] = round(results[name]["top1"] - results["fixed"]["top1"], 4)
         lines.append(summary)
         print(json.dumps(summary), flush=True)

@@ -229,11 +229,10 @@ def enable_runtime_rates(model):
             f"explicitly and would not see the variables. Backend: {keras.backend.backend()!r}"
         )
     count = 0
-    for layer in _all_layers(model):
+    for layer, _ in _rate_layers(model, dropout=True, drop_connect=True, strict=False):
         # A plain keras Dropout (a model from elsewhere) keeps its trace-time rate: set_regularization
         # then re-traces for it, as before.
-        scheduled = isinstance(layer, ScheduledDropout) and layer.name.endswith("top_dropout")
-        if not scheduled and not (isinstance(layer, StochasticDepth) and layer.schedule_fraction is not None):
+        if not isinstance(layer, (ScheduledDropout, StochasticDepth)):
             continue
         if runtime_rate(layer) is None:
             variable = keras.Variable(float(layer.rate), trainable=False, dtype="float32",
@@ -257,13 +256,19 @@ def disable_runtime_rates(model):
     return count
 
 
-def _rate_layers(model, dropout, drop_connect):
-    """(layer, schedule_fraction) for the head dropout (fraction None) and the stochastic-depth layers."""
+def _rate_layers(model, dropout, drop_connect, strict=True):
+    """(layer, schedule_fraction) for the head dropout (fraction None) and the stochastic-depth layers.
+
+    A stochastic-depth layer without a schedule_fraction cannot follow a new rate: an
+    error when strict, else skipped.
+    """
     for layer in _all_layers(model):
         if dropout and isinstance(layer, layers.Dropout) and layer.name.endswith("top_dropout"):
             yield layer, None
         if drop_connect and isinstance(layer, StochasticDepth):
             if layer.schedule_fraction is None:
+                if not strict:
+                    continue
                 raise ValueError(
                     f"Layer {layer.name!r} has no schedule_fraction; cannot move it to a new drop-connect rate."
                 )

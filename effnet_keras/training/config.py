@@ -217,6 +217,9 @@ def validate(config):
     for key in positive:
         if key in flat and (not isinstance(flat[key], int) or flat[key] < 1):
             raise ConfigError(f"{key} must be a positive integer. Received: {flat[key]!r}")
+    for key in ("train.checkpoint_every_steps", "train.checkpoint_every_epochs"):
+        if key in flat and flat[key] is not None and (not isinstance(flat[key], int) or flat[key] < 0):
+            raise ConfigError(f"{key} must be an integer >= 0 (0: off). Received: {flat[key]!r}")
     for key in ("train.label_smoothing", "train.ema_decay", "model.drop_connect_rate"):
         if key in flat and flat[key] is not None and not 0.0 <= float(flat[key]) < 1.0:
             raise ConfigError(f"{key} must be in [0, 1). Received: {flat[key]!r}")

@@ -99,6 +99,8 @@ class Trainer:
         self.model, self.strategy, self.cfg, self.plans = model, strategy, train_cfg, plans
         self.make_dataset, self.model_dir, self.verbose = make_dataset, model_dir, verbose
         self.checkpoint_every = int(train_cfg.get("checkpoint_every_steps") or 0)
+        epochs_every = train_cfg.get("checkpoint_every_epochs")
+        self.checkpoint_every_epochs = 1 if epochs_every is None else int(epochs_every)
         self.max_steps = train_cfg.get("max_steps")
         self.spe = int(train_cfg.get("steps_per_execution") or 1)
         replicas = strategy.num_replicas_in_sync
@@ -141,6 +143,7 @@ class Trainer:
         self.scalars = ScalarWriter(os.path.join(model_dir, "tensorboard", "train"), enabled=self.is_chief)
         self.history = []
         self._traced_stages = set()
+        self._saved_step = None
 
     # ------------------------------------------------------------------ state
 
@@ -177,6 +180,7 @@ class Trainer:
             )
         self.progress.assign([epoch, step_in_epoch, plan.stage.index, plan.batch_size])
         path = self.manager.save(checkpoint_number=self.global_step())
+        self._saved_step = self.global_step()
         if not self.is_chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
         return path
@@ -228,8 +232,11 @@ class Trainer:
                     self._run_epoch(plan, epoch, skip)
                 if self._stop_at_max_steps():
                     logging.info("Reached train.max_steps=%s at epoch %d.", self.max_steps, epoch)
+                    if self._saved_step != self.global_step():  # it ended on an epoch end not saved above
+                        self.save(epoch + 1, 0, plan)
                     return self.history
-            self.save(stage.end_epoch, 0, plan)
+            if self._saved_step != self.global_step():  # else the last epoch's save already holds this state
+                self.save(stage.end_epoch, 0, plan)
         return self.history
 
     def _log_stage(self, plan):
@@ -263,7 +270,12 @@ class Trainer:
             # Each input pipeline feeds num_replicas / num_pipelines replicas per step.
             per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
             # Exactly `steps` steps: Keras' multi-step loop runs until the data ends.
-            return ds.skip(skip * per_step).take(steps * per_step)
+            ds = ds.skip(skip * per_step).take(steps * per_step)
+            # A dataset of known length makes Keras' fit() open a second iterator as the epoch
+            # ends, for an epoch that never comes (we call fit() per epoch): a second start of
+            # the pipeline, ~0.35 s with RandAugment's functions to instantiate. Unknown
+            # length, steps_per_epoch given: one iterator per fit().
+            return ds.filter(_keep_all)
 
         dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
         callback = _ExecutionCallback(self, plan, epoch, skip)
@@ -306,10 +318,10 @@ class Trainer:
         self.scalars.write(self.global_step(), {
             f"epoch/{k}": v for k, v in record.items() if k not in ("stage", "epoch") and v is not None
         })
-        if skip + done >= plan.steps_per_epoch:
-            self.save(epoch + 1, 0, plan)
-        else:  # stopped early (train.max_steps): resume inside this epoch
+        if skip + done < plan.steps_per_epoch:  # stopped early (train.max_steps): resume inside this epoch
             self.save(epoch, skip + done, plan)
+        elif self.checkpoint_every_epochs and (epoch + 1) % self.checkpoint_every_epochs == 0:
+            self.save(epoch + 1, 0, plan)
 
     # ------------------------------------------------------------------ eval / export
 
@@ -353,6 +365,12 @@ def _build_compiled_state_once(model, image_size):
     model._symbolic_build(data_batch=(np.zeros((1, image_size, image_size, 3), "float32"),
                                       np.zeros((1, classes), "float32")))
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _keep_all(*_):
+    import tensorflow as tf
+
+    return tf.constant(True)
 
 
 def _without_static_shapes(images, labels):

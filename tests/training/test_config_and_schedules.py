@@ -50,6 +50,8 @@ def test_bad_values_are_errors():
         config_lib.build_config(hparam_str="train.batch_size=big")
     with pytest.raises(config_lib.ConfigError, match=r"train.ema_decay must be in \[0, 1\)"):
         config_lib.build_config(hparam_str="train.ema_decay=1.5")
+    with pytest.raises(config_lib.ConfigError, match=r"train.checkpoint_every_epochs must be an integer >= 0.*-1"):
+        config_lib.build_config(hparam_str="train.checkpoint_every_epochs=-1")
     with pytest.raises(config_lib.ConfigError, match=r"Unknown dataset_cfg 'imagenett'.*digits"):
         config_lib.build_config(dataset_cfg="imagenett")
     with pytest.raises(config_lib.ConfigError, match="not of the form"):

@@ -240,3 +240,29 @@ def test_progressive_stages_share_one_traced_step(tmp_path, monkeypatch):
     assert [h["image_size"] for h in result["history"]] == [16, 24, 32]
     assert traces == [(None, None, None, 3)], traces
     assert rates_seen == [pytest.approx((r, r)) for r in (0.1, 0.2, 0.3)]
+
+
+@pytest.mark.parametrize("every_epochs, expected", [(2, [88, 132]), (0, [132])])
+def test_checkpoint_schedule_and_one_pipeline_start_per_epoch(every_epochs, expected, tmp_path, monkeypatch):
+    """Epoch-end checkpoints every train.checkpoint_every_epochs (0: off); the end of a stage is always
+    saved, once. fit() opens the epoch's dataset once: Keras re-opens a dataset of known length as an
+    epoch ends (a second pipeline start, for an epoch that never comes), which the trainer prevents."""
+    import tensorflow as tf
+
+    from effnet_keras.training import run as run_lib
+    from effnet_keras.training import trainer as trainer_lib
+
+    opened, saves = [], []
+    original_iter, original_save = tf.data.Dataset.__iter__, trainer_lib.Trainer.save
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", lambda self: opened.append(1) or original_iter(self))
+    monkeypatch.setattr(trainer_lib.Trainer, "save",
+                        lambda self, *a, **k: saves.append(self.global_step()) or original_save(self, *a, **k))
+    cfg = tiny_config(f"train.epochs=3,train.checkpoint_every_steps=0,train.checkpoint_every_epochs={every_epochs},"
+                      "train.keep_checkpoints=5")
+    model_dir = str(tmp_path / "run")
+    result = run_lib.run(cfg, mode="train", model_dir=model_dir, verbose=0)
+    assert [h["steps"] for h in result["history"]] == [44, 44, 44]
+    assert saves == expected  # 1437 // 32 = 44 steps per epoch
+    steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0]) for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+    assert steps == expected
+    assert len(opened) == 3, opened  # one pipeline start per epoch
