@@ -266,3 +266,19 @@ def test_checkpoint_schedule_and_one_pipeline_start_per_epoch(every_epochs, expe
     steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0]) for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
     assert steps == expected
     assert len(opened) == 3, opened  # one pipeline start per epoch
+
+
+def test_max_steps_on_an_epoch_end_is_saved_without_epoch_checkpoints(tmp_path, monkeypatch):
+    """With epoch-end saves off, a run stopped by train.max_steps exactly at an epoch end still leaves a
+    checkpoint there, recording the next epoch as where to resume."""
+    from effnet_keras.training import run as run_lib
+    from effnet_keras.training import trainer as trainer_lib
+
+    saves = []
+    original_save = trainer_lib.Trainer.save
+    monkeypatch.setattr(trainer_lib.Trainer, "save", lambda self, *a, **k: saves.append(
+        (self.global_step(), a[:2])) or original_save(self, *a, **k))
+    cfg = tiny_config("train.epochs=2,train.checkpoint_every_steps=0,train.checkpoint_every_epochs=0,train.max_steps=44")
+    result = run_lib.run(cfg, mode="train", model_dir=str(tmp_path / "run"), verbose=0)
+    assert [h["steps"] for h in result["history"]] == [44]  # 1437 // 32: one whole epoch
+    assert saves == [(44, (1, 0))]  # resume at epoch 1, step 0
