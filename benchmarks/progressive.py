@@ -43,18 +43,16 @@ def run_one(name, args, work_dir):
     start = time.perf_counter()
     result = run_lib.run(config, mode="train_and_eval", model_dir=os.path.join(work_dir, name), verbose=0)
     stages = {}
-    seconds_by_stage = {}
     for record in result["history"]:
-        seconds_by_stage.setdefault(record["stage"], []).append(record["seconds"])
         stage = stages.setdefault(record["stage"], {"size": record["image_size"], "batch": record["batch_size"],
                                                     "img_per_s": [], "compile_s": record.get("compile_seconds"),
-                                                    "fit_s": 0.0, "first_s": 0.0, "epochs": 0})
-        stage["fit_s"] += record["seconds"]
+                                                    "seconds": [], "first_s": 0.0})
+        stage["seconds"].append(record["seconds"])
         stage["first_s"] += record["first_execution_seconds"]
-        stage["epochs"] += 1
         if record.get("steady_img_per_s"):
             stage["img_per_s"].append(record["steady_img_per_s"])
-    fit_seconds = sum(s["fit_s"] for s in stages.values())
+    seconds_by_stage = {index: s["seconds"] for index, s in stages.items()}
+    fit_seconds = sum(sum(s["seconds"]) for s in stages.values())
     return {
         "run": name,
         "train_seconds": result["train_seconds"],
@@ -64,7 +62,7 @@ def run_one(name, args, work_dir):
         "outside_fit_seconds": round(result["train_seconds"] - fit_seconds, 2),
         "top1": round(result["eval"]["top1"], 4),
         "epoch_seconds": {stage: [round(x, 1) for x in xs] for stage, xs in sorted(seconds_by_stage.items())},
-        "stages": [{"size": s["size"], "batch": s["batch"], "epochs": s["epochs"], "fit_s": round(s["fit_s"], 1),
+        "stages": [{"size": s["size"], "batch": s["batch"], "epochs": len(s["seconds"]), "fit_s": round(sum(s["seconds"]), 1),
                     "first_execution_s": round(s["first_s"], 1), "compile_s": s["compile_s"],
                     "img_per_s": round(sorted(s["img_per_s"])[len(s["img_per_s"]) // 2], 1) if s["img_per_s"] else None}
                    for _, s in sorted(stages.items())],
