@@ -253,6 +253,13 @@ class FixedSolarization(keras.layers.Solarization):
         inverted = tf.cast(images >= self.fixed_threshold, tf.float32)
         return images + inverted * (255.0 - 2.0 * images)
 
+    def get_config(self):
+        # The parent's ranges are fixed by __init__; the fixed values are what a copy needs.
+        config = super().get_config()
+        for key in ("addition_factor", "threshold_factor", "value_range"):
+            config.pop(key, None)
+        return {**config, "threshold": self.fixed_threshold, "addition": self.fixed_addition}
+
 
 class FastRandomErasing(keras.layers.RandomErasing):
     """Keras' RandomErasing with a constant fill: the same box draws, the box pasted as slices.

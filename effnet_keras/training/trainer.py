@@ -232,12 +232,15 @@ class Trainer:
                     self._run_epoch(plan, epoch, skip)
                 if self._stop_at_max_steps():
                     logging.info("Reached train.max_steps=%s at epoch %d.", self.max_steps, epoch)
-                    if self._saved_step != self.global_step():  # it ended on an epoch end not saved above
-                        self.save(epoch + 1, 0, plan)
+                    self._save_if_unsaved(epoch + 1, plan)  # it may have ended on an unsaved epoch end
                     return self.history
-            if self._saved_step != self.global_step():  # else the last epoch's save already holds this state
-                self.save(stage.end_epoch, 0, plan)
+            self._save_if_unsaved(stage.end_epoch, plan)
         return self.history
+
+    def _save_if_unsaved(self, next_epoch, plan):
+        """Save at an epoch boundary unless the last save already holds this step (no second ~0.25 s save)."""
+        if self._saved_step != self.global_step():
+            self.save(next_epoch, 0, plan)
 
     def _log_stage(self, plan):
         stage = plan.stage

@@ -109,6 +109,15 @@ def test_solarization_matches_keras_at_fixed_threshold_and_addition():
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
+def test_solarization_config_round_trip_keeps_threshold_and_addition():
+    layer = fast_layers.FixedSolarization(128.0, 66.0, dtype="float32")
+    copy = fast_layers.FixedSolarization.from_config(layer.get_config())
+    assert (copy.fixed_threshold, copy.fixed_addition) == (128.0, 66.0)
+    image = photo(5)
+    np.testing.assert_array_equal(augment.apply_layer(copy, image, seed(0, 1)).numpy(),
+                                  augment.apply_layer(layer, image, seed(0, 1)).numpy())
+
+
 def test_batches_fall_back_to_the_keras_kernels():
     images = np.concatenate([photo(1), photo(2)])
     for name, (fast_cls, keras_cls, kwargs, atol) in PAIRS.items():
