@@ -8,13 +8,15 @@ setup(
     long_description=open("README.md", encoding="utf8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
+    # main.py stays a checkout convenience; the wheel's jobs are the console scripts below.
     packages=find_packages(include=["effnet_keras", "effnet_keras.*", "hub_export", "hub_export.*"]),
-    py_modules=["main"],
-    include_package_data=True,
-    package_data={"": ["*.yaml", "*.json"]},
+    # The recipes and dataset configs live in the package (read with importlib.resources).
+    package_data={"effnet_keras": ["configs/*.yaml", "configs/*/*.yaml", "weights/*.json"]},
     install_requires=[
         "tensorflow~=2.21.0",
-        "keras>=3.15",
+        # The training loop uses Keras internals checked on 3.15 only (effnet_keras/_keras_internals.py);
+        # CI runs 3.15.x. The model builders alone work on any Keras 3.
+        "keras>=3.15,<3.16",
         "absl-py",
         "pyyaml",
         "numpy",
@@ -28,5 +30,12 @@ setup(
         "convert": ["safetensors"],  # timm .safetensors state dicts (torch only for .pth)
         "test": ["pytest", "jax[cpu]", "safetensors", "tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81", "pillow"],
     },
-    entry_points={"console_scripts": ["effnet-convert=effnet_keras.convert:main"]},
+    entry_points={
+        "console_scripts": [
+            "effnet-train=effnet_keras.training.cli:main",
+            "effnet-export=hub_export.__main__:main",
+            "effnet-cam=effnet_keras.explain.__main__:main",
+            "effnet-convert=effnet_keras.convert:main",
+        ]
+    },
 )

@@ -4,7 +4,8 @@ One JSON line per measurement on stdout; `--markdown FILE` also writes a table.
 Runs on any Keras backend (set KERAS_BACKEND before launching). On the JAX
 backend the train step can also be a single jitted stateless function
 (`--step jax`), the lean step the gpu-peers notes measure; `--step keras` is
-`train_on_batch`, what `model.fit` does per step.
+`train_on_batch` after a default `compile()`, what `model.fit` does per step for a user
+(on CPU that is without XLA); `--step keras-xla` compiles with `jit_compile=True`.
 
 CPU here (small sizes):
     python benchmarks/throughput.py --models efficientnet-b0,efficientnetv2-s --size 128 --batch 8
@@ -93,11 +94,11 @@ def _sync(x):
     return x
 
 
-def train_throughput_keras(model, images, labels, warmup, iters):
+def train_throughput_keras(model, images, labels, warmup, iters, jit_compile="auto"):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=jit_compile,  # "auto": compile()'s default, what a user's fit() runs
     )
     seconds = _timed(lambda: model.train_on_batch(images, labels), warmup, iters, _sync)
     return iters * images.shape[0] / seconds
@@ -165,7 +166,9 @@ def main(argv=None):
                         help="each model at its recipe sizes (train: V2-S 300, eval: V2-S 384, ...)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--step", choices=["keras", "jax"], default="keras")
+    parser.add_argument("--step", choices=["keras", "keras-xla", "jax"], default="keras",
+                        help="keras: compile()'s default (no XLA on CPU); keras-xla: jit_compile=True; "
+                             "jax: one jitted stateless step")
     parser.add_argument("--modes", default="train,infer")
     parser.add_argument("--timm-compile", default="off", choices=["off", "on", "both"],
                         help="timm peer with torch.compile: off, on, or both rows")
@@ -211,8 +214,11 @@ def main(argv=None):
                 keras.backend.clear_session()
                 model = build(impl, name, size)
                 if mode == "train":
-                    fn = train_throughput_jax if args.step == "jax" else train_throughput_keras
-                    results[impl] = fn(model, images, labels, args.warmup, args.iters)
+                    if args.step == "jax":
+                        results[impl] = train_throughput_jax(model, images, labels, args.warmup, args.iters)
+                    else:
+                        results[impl] = train_throughput_keras(model, images, labels, args.warmup, args.iters,
+                                                               jit_compile=True if args.step == "keras-xla" else "auto")
                 else:
                     results[impl] = infer_throughput(model, images, args.warmup, args.iters)
                 del model

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from effnet_keras.cli_util import prog_name
+
 SOURCES = {"automl": "tf_checkpoint", "keras": "keras_h5", "timm": "timm"}
 
 
@@ -73,7 +75,7 @@ def convert(source, model_name, src, out, *, classes=None, include_top=True, inp
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m effnet_keras.convert", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name("effnet_keras.convert"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
     parser.add_argument("--model", required=True, help="registry name, e.g. efficientnetv2-s, efficientnet-b0, coatnet-0")

@@ -13,6 +13,8 @@ import sys
 
 import yaml
 
+from effnet_keras.cli_util import prog_name
+
 
 def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, image_size=None):
     """-> (keras model, image size, provenance string)."""
@@ -54,7 +56,7 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hub_export", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name("hub_export"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name")
     source = parser.add_mutually_exclusive_group()

@@ -35,7 +35,7 @@ def validate_data_config(cfg):
     """Check the `data:` section; errors name the key, the value and what is allowed."""
     missing = [key for key in REQUIRED_KEYS if key not in cfg]
     if missing:
-        raise ValueError(f"data config is missing keys {missing} (configs/base.yaml lists every data key).")
+        raise ValueError(f"data config is missing keys {missing} (effnet_keras/configs/base.yaml lists every data key).")
     if cfg["name"] not in SOURCES:
         raise ValueError(f"data.name must be one of {SOURCES}. Received: {cfg['name']!r}")
     if cfg["augment"] not in AUGMENTS:

@@ -41,7 +41,7 @@ TFRECORD_SPLITS = {
 # A split may also be written out: "<glob>" or "<glob>[start:stop]" over the sorted files.
 _EXPLICIT_SPLIT = re.compile(r"^(?P<glob>[^\[\]]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
-# TFDS datasets we have configs for; splits live in configs/datasets/*.yaml (none overlap).
+# TFDS datasets we have configs for; splits live in effnet_keras/configs/datasets/*.yaml (none overlap).
 TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "tf_flowers", "imagenet2012")
 
 

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from effnet_keras.cli_util import prog_name
+
 
 def _load_image(path, size):
     try:
@@ -34,7 +36,7 @@ def _labels(path, classes):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m effnet_keras.explain", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name("effnet_keras.explain"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="PNG/JPEG files")
     parser.add_argument("--model_name", required=True, help="e.g. efficientnetv2-b0, coatnet-0")

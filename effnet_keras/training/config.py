@@ -1,6 +1,6 @@
 """Run configuration: base -> model -> dataset -> --config file -> --hparam_str, validated.
 
-Like automl's `hparams.py`, but every key must already exist in `configs/base.yaml`
+Like automl's `hparams.py`, but every key must already exist in `effnet_keras/configs/base.yaml`
 (a typo is an error naming the key and the allowed keys, never a silently new
 setting), values keep the type of the base value, and the merged config is
 written to `model_dir/config.yaml` so a rerun in the same directory can tell
@@ -8,11 +8,14 @@ whether it is resuming the same job.
 """
 
 import copy
+import importlib.resources
 import os
 
 import yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+# The YAML recipes ship inside the package (effnet_keras/configs/), so an installed wheel
+# finds them wherever site-packages is; importlib.resources resolves them there.
+CONFIG_DIR = str(importlib.resources.files("effnet_keras") / "configs")
 # Keys whose base value is null but which take a typed value.
 _FREE_TYPE_KEYS = {
     "model.image_size",
@@ -35,7 +38,21 @@ class ConfigError(ValueError):
 
 
 def config_path(*parts):
+    """Path of a packaged config, e.g. config_path("recipes", "digits_demo.yaml")."""
     return os.path.join(CONFIG_DIR, *parts)
+
+
+def resolve_config_file(path):
+    """A YAML file the user names, or a packaged one by its path under effnet_keras/configs/
+    (`recipes/progressive_paper_s.yaml`), which an installed wheel has but no folder shows."""
+    if os.path.exists(path):
+        return path
+    packaged = config_path(path)
+    if os.path.exists(packaged):
+        return packaged
+    recipes = sorted(f"recipes/{f}" for f in os.listdir(config_path("recipes")) if f.endswith(".yaml"))
+    raise ConfigError(f"Config file {path!r} does not exist, neither as a path nor as a packaged config "
+                      f"(effnet_keras/configs/...: {', '.join(recipes)}).")
 
 
 def load_yaml(path):
@@ -169,9 +186,10 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
         if recipe:
             config = merge(config, recipe, f"recipe for {model_name}")
     if dataset_cfg:
-        config = merge(config, dataset_config(dataset_cfg), f"configs/datasets/{dataset_cfg}.yaml")
+        config = merge(config, dataset_config(dataset_cfg), f"effnet_keras/configs/datasets/{dataset_cfg}.yaml")
         config = merge(config, {"data": {"config_name": str(dataset_cfg).lower()}}, "--dataset_cfg")
     if config_file:
+        config_file = resolve_config_file(config_file)
         config = merge(config, load_yaml(config_file), config_file)
     if hparam_str:
         config = merge(config, parse_hparam_str(hparam_str), "--hparam_str")
@@ -182,8 +200,8 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
 
 
 def model_recipe(model_name):
-    """configs/recipes/<family>.yaml (EfficientNet: RMSProp; CoAtNet: AdamW + cosine), then
-    configs/models/<name>.yaml when one exists (per-model sizes, augmentation, stages)."""
+    """effnet_keras/configs/recipes/<family>.yaml (EfficientNet: RMSProp; CoAtNet: AdamW + cosine), then
+    effnet_keras/configs/models/<name>.yaml when one exists (per-model sizes, augmentation, stages)."""
     family = "coatnet" if str(model_name).lower().startswith("coatnet") else "efficientnet"
     recipe = {}
     for path in (config_path("recipes", f"{family}.yaml"), config_path("models", f"{str(model_name).lower()}.yaml")):

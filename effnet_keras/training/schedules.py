@@ -170,10 +170,10 @@ class ProgressiveSchedule:
         number or [start, end]), `size_multiple` (8), `batch_growth`.
 
         Run-config form (the merged base/recipe/dataset YAML; keys of
-        configs/base.yaml `train.progressive`: num_stages, start_image_size,
+        effnet_keras/configs/base.yaml `train.progressive`: num_stages, start_image_size,
         size_multiple, the five [start, end] pairs, batch_growth, max_batch_size):
 
-        A null start/end falls back as in configs/base.yaml: RandAugment -> data.ram,
+        A null start/end falls back as in effnet_keras/configs/base.yaml: RandAugment -> data.ram,
         mixup/cutmix -> data.mixup_alpha / data.cutmix_alpha, dropout -> model.dropout_rate
         (else `model_dropout_rate`, the model's own default), stochastic depth ->
         model.drop_connect_rate. The final size is train.image_size, else model.image_size,
@@ -189,7 +189,7 @@ class ProgressiveSchedule:
         train, data, model = config["train"], config["data"], config["model"]
         prog = train.get("progressive")
         if not isinstance(prog, dict):
-            raise ValueError("from_config: train.progressive is missing (see configs/base.yaml).")
+            raise ValueError("from_config: train.progressive is missing (see effnet_keras/configs/base.yaml).")
         final = train.get("image_size") or model.get("image_size") or final_image_size
         if final is None:
             raise ValueError("from_config: no final image size: set train.image_size (or model.image_size), "

@@ -220,8 +220,13 @@ def test_every_type_error_names_the_key(tmp_path):
         with pytest.raises(config_lib.ConfigError, match=message):
             config_lib.build_config(hparam_str=hparams)
     assert config_lib.build_config(hparam_str="train.lr_base=1.0e12")["train"]["lr_base"] == 1e12  # YAML 1.1 string
-    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+    with pytest.raises(config_lib.ConfigError, match=r"missing.yaml' does not exist.*recipes/digits_demo.yaml"):
         config_lib.build_config(config_file=str(tmp_path / "missing.yaml"))
+    # A packaged recipe by its path under effnet_keras/configs/ (what an installed wheel has).
+    paper_s = config_lib.build_config(model_name="efficientnetv2-s", config_file="recipes/progressive_paper_s.yaml")
+    assert paper_s["train"]["progressive"] == config_lib.merge(
+        config_lib.load_yaml(config_lib.config_path("base.yaml")),
+        config_lib.load_yaml(config_lib.config_path("recipes", "progressive_paper_s.yaml")), "x")["train"]["progressive"]
     bad = tmp_path / "list.yaml"
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(config_lib.ConfigError, match="must hold a mapping"):
@@ -230,7 +235,7 @@ def test_every_type_error_names_the_key(tmp_path):
 
 def test_per_model_recipe_then_dataset_then_overrides():
     cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet")
-    # configs/models/efficientnetv2-m.yaml (automl's released V2-M values) over the family recipe.
+    # effnet_keras/configs/models/efficientnetv2-m.yaml (automl's released V2-M values) over the family recipe.
     assert (cfg["data"]["ram"], cfg["data"]["mixup_alpha"], cfg["train"]["image_size"]) == (15.0, 0.2, 384)
     assert cfg["train"]["progressive"]["num_stages"] == 4 and cfg["train"]["optimizer"] == "rmsprop"
     cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet", hparam_str="data.ram=7")

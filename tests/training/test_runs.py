@@ -147,7 +147,7 @@ def test_fine_tune_init_restores_backbone_ema_and_reinitialises_other_head(tmp_p
 def test_main_flags_one_step(tmp_path, capsys):
     from absl import flags
 
-    import main as main_lib
+    from effnet_keras.training import cli as main_lib
 
     model_dir = str(tmp_path / "main")
     argv = ["main.py", "--dataset_cfg=digits", f"--model_dir={model_dir}", "--mode=train", "--verbose=0",
@@ -155,7 +155,7 @@ def test_main_flags_one_step(tmp_path, capsys):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(argv)
     try:
-        assert main_lib.main([]) == 0
+        assert main_lib._main([]) == 0
     finally:
         flags.FLAGS.unparse_flags()
     out = capsys.readouterr().out
@@ -169,7 +169,7 @@ def test_main_flags_one_step(tmp_path, capsys):
     flags.FLAGS([argv[0], "--dataset_cfg=digits", f"--model_dir={model_dir}", "--mode=export", "--verbose=0",
                  f"--export_dir={export_dir}", f"--hparam_str={TINY},train.max_steps=1"])
     try:
-        assert main_lib.main([]) == 0
+        assert main_lib._main([]) == 0
     finally:
         flags.FLAGS.unparse_flags()
     assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
