@@ -95,7 +95,13 @@ def squeeze_excite(x, filters_se, activation, prefix):
 
 def _residual(x, inputs, drop_rate, schedule_fraction, prefix):
     x = StochasticDepth(drop_rate, schedule_fraction=schedule_fraction, name=prefix + "drop")(x)
-    return layers.Add(name=prefix + "add")([x, inputs])
+    # Shortcut first: Keras' functional graph mapping (`keras.src.ops.function._build_map`)
+    # recurses depth-first into an Add's inputs in order, so with the shortcut first it
+    # walks the chain of block inputs and its Python stack stays about #blocks + one
+    # block's length deep instead of about #layers (V2-XL, 1251 layers, needed a
+    # recursion limit above 1000). a + b == b + a bitwise; layer order, names and
+    # weights are unchanged (tests/models/test_deep_models.py).
+    return layers.Add(name=prefix + "add")([inputs, x])
 
 
 def mbconv_block(
