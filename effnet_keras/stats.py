@@ -12,6 +12,8 @@ import math
 import keras
 import numpy as np
 
+from effnet_keras import _keras_internals as keras_internals
+
 
 def _prod(values):
     return int(math.prod(int(v) for v in values))
@@ -50,7 +52,7 @@ def _graph_macs(model, input_shapes):
         return run
 
     inputs = [keras.KerasTensor((1,) + tuple(shape)) for shape in input_shapes]
-    model._run_through_graph(inputs, operation_fn=wrap)
+    keras_internals.run_through_graph(model, inputs, wrap)
     return total[0]
 
 

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from effnet_keras import _keras_internals as keras_internals
+
 KINDS = ("feature_vector", "classification")
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 
@@ -33,7 +35,7 @@ def _pooled_tensor(model):
     if len(model.output.shape) == 2 and not isinstance(last, keras.layers.Dense):
         return model.output  # include_top=False, pooling="avg"/"max"
     tensor = _classifier(model).input
-    producer = tensor._keras_history.operation
+    producer = keras_internals.producing_layer(tensor)
     if isinstance(producer, keras.layers.Dropout):
         tensor = producer.input
     return tensor

@@ -26,6 +26,8 @@ calls them); any other batch falls back to the parent's kernel.
 import keras
 import tensorflow as tf
 
+from effnet_keras import _keras_internals as keras_internals
+
 
 def _single_image(images):
     shape = getattr(images, "shape", None)  # a dict of images and boxes falls back to Keras
@@ -85,6 +87,7 @@ class _NearestWarp:
         return (interpolation == "nearest" and self.fill_mode == "constant" and self.data_format == "channels_last"
                 and len(images.shape) == 4 and None not in images.shape[1:])
 
+    # Overrides keras_internals.IMAGE_TRANSFORM_HOOK (checked to exist by keras_internals.check_private_hooks).
     def _transform_images(self, images, transformation, interpolation):
         if transformation is None or not self._fast(images, interpolation):
             return super()._transform_images(images, transformation, interpolation)
@@ -98,14 +101,14 @@ class FastRandomRotation(_NearestWarp, keras.layers.RandomRotation):
 
 class FastRandomShear(_NearestWarp, keras.layers.RandomShear):
     def _matrix(self, transformation):
-        return self._get_shear_matrix(transformation["shear_factor"])
+        return keras_internals.shear_matrix(self, transformation["shear_factor"])
 
 
 class FastRandomTranslation(_NearestWarp, keras.layers.RandomTranslation):
     """Translation by whole pixels (nearest): a pad and a slice of one image, no gather."""
 
     def _matrix(self, transformation):
-        return self._get_translation_matrix(transformation["translations"])
+        return keras_internals.translation_matrix(self, transformation["translations"])
 
     def _transform_images(self, images, transformation, interpolation):
         if transformation is None or not self._fast(images, interpolation) or not _single_image(images):
@@ -271,12 +274,12 @@ class FastRandomErasing(keras.layers.RandomErasing):
         if not training or not _single_image(data) or not isinstance(self.fill_value, (int, float)) \
                 or self.data_format != "channels_last":
             return super().get_random_transformation(data, training, seed)
-        seed = seed or self._get_seed_generator(self.backend._backend)
+        seed = seed or keras_internals.layer_seed_generator(self)
         height, width = data.shape[1], data.shape[2]
         # The parent's draws, in its order: box sides, x then y offsets, probability, threshold.
         sides = tf.sqrt(self.backend.random.uniform((1, 2), self.scale[0], self.scale[1], seed=seed))
-        x0, x1 = self._compute_crop_bounds(1, width, sides[:, 0], seed)
-        y0, y1 = self._compute_crop_bounds(1, height, sides[:, 1], seed)
+        x0, x1 = keras_internals.crop_bounds(self, 1, width, sides[:, 0], seed)
+        y0, y1 = keras_internals.crop_bounds(self, 1, height, sides[:, 1], seed)
         probability = self.backend.random.uniform((1,), self.factor[0], self.factor[1], seed=seed)
         threshold = self.backend.random.uniform((1,), 0.0, 1.0, seed=seed)
         corners = tf.cast(tf.math.ceil(tf.concat([x0, x1, y0, y1], 0)), tf.int32)

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from effnet_keras import _keras_internals as keras_internals
+
 
 def _is_global_pool(layer):
     return isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D))
@@ -27,9 +29,9 @@ def default_feature_layer(model):
     for layer in reversed(model.layers):
         if _is_global_pool(layer) and not getattr(layer, "keepdims", False):
             source = layer.input
-            history = getattr(source, "_keras_history", None)
-            if history is not None and len(source.shape) == 4:
-                return history.operation.name
+            producer = keras_internals.producing_layer(source)
+            if producer is not None and len(source.shape) == 4:
+                return producer.name
     raise ValueError(
         f"{model.name}: no global pooling layer found to locate the last feature map; pass layer_name= explicitly. "
         "(Models built with include_top=False and pooling=None have no classifier to explain.)"

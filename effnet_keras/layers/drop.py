@@ -29,6 +29,11 @@ def attach_runtime_rate(layer, variable):
     layer._runtime_rate = _RuntimeRate(variable)
 
 
+def detach_runtime_rate(layer):
+    """Undo `attach_runtime_rate`: the layer reads its Python float `rate` again."""
+    layer._runtime_rate = None
+
+
 def runtime_rate(layer):
     holder = getattr(layer, "_runtime_rate", None)
     return None if holder is None else holder.variable

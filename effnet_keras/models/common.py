@@ -14,6 +14,7 @@ from keras import layers
 from effnet_keras.layers.drop import ScheduledDropout
 from effnet_keras.layers.drop import StochasticDepth
 from effnet_keras.layers.drop import attach_runtime_rate
+from effnet_keras.layers.drop import detach_runtime_rate
 from effnet_keras.layers.drop import runtime_rate
 from effnet_keras.layers.mbconv import dense_initializer
 
@@ -251,7 +252,7 @@ def disable_runtime_rates(model):
     count = 0
     for layer in _all_layers(model):
         if runtime_rate(layer) is not None:
-            layer._runtime_rate = None
+            detach_runtime_rate(layer)
             count += 1
     return count
 

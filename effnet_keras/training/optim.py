@@ -11,6 +11,12 @@ import math
 import keras
 from keras import ops
 
+from effnet_keras import _keras_internals as keras_internals
+
+# _RecipeMixin overrides the base optimizer's private EMA step (keras_internals.OPTIMIZER_EMA_HOOK):
+# a Keras that renamed it would silently skip the recipe's EMA, so fail at import instead.
+keras_internals.check_private_hooks()
+
 
 @keras.saving.register_keras_serializable(package="effnet_keras")
 class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -99,7 +105,8 @@ class _RecipeMixin:
 
     def apply(self, grads, trainable_variables=None):
         if self.l2:
-            variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+            variables = (trainable_variables if trainable_variables is not None
+                         else keras_internals.optimizer_trainable_variables(self))
             # Under tf.distribute, apply() runs per replica and the gradients are summed across
             # replicas afterwards: each replica adds its share of the L2 gradient.
             l2 = self.l2 / _replicas_in_sync()
@@ -109,6 +116,7 @@ class _RecipeMixin:
             ]
         return super().apply(grads, trainable_variables)
 
+    # Overrides keras_internals.OPTIMIZER_EMA_HOOK (checked to exist at import, above).
     def _update_model_variables_moving_average(self, trainable_variables):
         if not self.use_ema:
             return
@@ -117,7 +125,7 @@ class _RecipeMixin:
         t = ops.cast(self.iterations, "float32")
         momentum = ops.minimum(ops.cast(self.ema_momentum, "float32"), (1.0 + t) / (10.0 + t))
         momentum = ops.where(t > 0, momentum, 0.0)
-        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+        for var, average in zip(trainable_variables, keras_internals.ema_averages(self)):
             if average is None:
                 continue
             m = ops.cast(momentum, var.dtype)
@@ -178,7 +186,7 @@ def exclude_from_decay(optimizer, model):
 def ema_variables(optimizer):
     """EMA copies aligned with model.trainable_variables (empty when EMA is off)."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer under fp16
-    return list(getattr(inner, "_model_variables_moving_average", None) or [])
+    return keras_internals.ema_averages(inner)
 
 
 class swap_in_ema:

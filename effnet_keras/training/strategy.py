@@ -9,6 +9,8 @@ import os
 
 from absl import logging
 
+from effnet_keras import _keras_internals as keras_internals
+
 
 def _tf():
     import tensorflow as tf
@@ -84,9 +86,7 @@ def fix_keras_multi_worker_reduction(strategy):
     tf = _tf()
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
-
-    original = keras_tf_trainer.reduce_per_replica
+    original = keras_internals.get_reduce_per_replica()
     if getattr(original, "_effnet_multi_worker_fix", False):
         return True
 
@@ -96,5 +96,5 @@ def fix_keras_multi_worker_reduction(strategy):
         return original(values, strategy, reduction)
 
     reduce_per_replica._effnet_multi_worker_fix = True
-    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+    keras_internals.set_reduce_per_replica(reduce_per_replica)
     return True

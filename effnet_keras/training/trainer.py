@@ -16,12 +16,13 @@ datasets differ per stage, and needs stage and EMA state in the same atomic reco
 import json
 import math
 import os
-import shutil
 import time
 
 import keras
 from absl import logging
 
+from effnet_keras import _keras_internals as keras_internals
+from effnet_keras import fileio
 from effnet_keras.models.common import disable_runtime_rates
 from effnet_keras.models.common import enable_runtime_rates
 from effnet_keras.models.common import set_regularization
@@ -133,7 +134,7 @@ class Trainer:
                              and not isinstance(strategy, tf.distribute.TPUStrategy))
         # Dropout / stochastic-depth RNG state: tf.train.Checkpoint does not reach Keras'
         # SeedGenerators through the model, and a resumed run must draw the same masks.
-        rng = [g.state for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        rng = keras_internals.seed_generator_states(model)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, progress=self.progress, rng=rng)
         # Multi-worker: every worker takes part in a save; only the chief's lands in model_dir.
         ckpt_dir = model_dir if self.is_chief else os.path.join(model_dir, f".worker-{_task_id(strategy)}")
@@ -182,7 +183,7 @@ class Trainer:
         path = self.manager.save(checkpoint_number=self.global_step())
         self._saved_step = self.global_step()
         if not self.is_chief:
-            shutil.rmtree(self.manager.directory, ignore_errors=True)
+            fileio.rmtree(self.manager.directory)
         return path
 
     def _weights_finite(self):
@@ -362,12 +363,10 @@ def _build_compiled_state_once(model, image_size):
     """
     import numpy as np
 
-    if not hasattr(model, "_maybe_symbolic_build") or not hasattr(model, "_symbolic_build"):
-        return  # another Keras: keep its own behaviour
     classes = model.output_shape[-1]
-    model._symbolic_build(data_batch=(np.zeros((1, image_size, image_size, 3), "float32"),
-                                      np.zeros((1, classes), "float32")))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    # On a Keras without these internals it does nothing: fit() keeps its own behaviour.
+    keras_internals.build_compiled_state_once(model, (np.zeros((1, image_size, image_size, 3), "float32"),
+                                                      np.zeros((1, classes), "float32")))
 
 
 def _keep_all(*_):
@@ -392,16 +391,13 @@ def _install_multi_step(model, steps_per_execution):
     whose steps are not a multiple of steps_per_execution).
     """
     import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
-    def make_train_function(force=False):
-        if model.train_function is not None and not force:
-            return model.train_function
+    def make_train_function():
         strategy = model.distribute_strategy
 
         def one_step(data):
             outputs = strategy.run(model.train_step, args=(data,))
-            return keras_tf_trainer.reduce_per_replica(outputs, strategy, reduction="auto")
+            return keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
 
         @tf.function(reduce_retracing=True)  # as Keras' own: one size-agnostic trace for all stages
         def multi_step(iterator):
@@ -413,10 +409,9 @@ def _install_multi_step(model, steps_per_execution):
                 outputs = one_step(data.get_value())
             return outputs
 
-        model.train_function = multi_step
         return multi_step
 
-    model.make_train_function = make_train_function
+    keras_internals.install_train_function(model, make_train_function)
 
 
 def _make_schedule(train_cfg, plans, base_batch):
@@ -426,9 +421,7 @@ def _make_schedule(train_cfg, plans, base_batch):
 
 
 def _atomic_save_weights(model, path):
-    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    fileio.save_weights(model, path)  # local and bucket paths: complete under the final name
 
 
 def _is_chief(strategy):
