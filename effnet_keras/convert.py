@@ -13,6 +13,8 @@ mismatch names the layer), and the result is saved with `model.save_weights`. Lo
 The same conversions as functions: `effnet_keras.weights.automl_checkpoint.load_automl_checkpoint`,
 `effnet_keras.weights.keras_h5.load_legacy_h5`, `effnet_keras.weights.timm_efficientnet.
 load_timm_efficientnet`, `effnet_keras.weights.timm_coatnet.load_timm_coatnet`.
+A damaged or foreign source file (truncated download, wrong format) stops with one
+`WeightsFileError` line naming it (exit status 2).
 """
 
 import argparse
@@ -90,8 +92,13 @@ def main(argv=None):
         builder_args = json.loads(args.builder_args) if args.builder_args else None
     except json.JSONDecodeError as err:
         parser.error(f"--builder-args is not valid JSON: {err}")
-    model = convert(args.source, args.model, args.src, args.out, classes=args.classes, include_top=not args.no_top,
-                    input_size=args.input_size, builder_args=builder_args)
+    from effnet_keras.weights.files import WeightsFileError
+
+    try:
+        model = convert(args.source, args.model, args.src, args.out, classes=args.classes,
+                        include_top=not args.no_top, input_size=args.input_size, builder_args=builder_args)
+    except WeightsFileError as err:  # a damaged / foreign source: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {type(err).__name__}: {err}\n")
     print(f"wrote {args.out}: {args.model} ({model.count_params():,} parameters) from {args.source} {args.src}")
     return 0
 

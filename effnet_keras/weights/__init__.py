@@ -13,15 +13,16 @@ initialised, with a warning (fine-tuning a 21k checkpoint on 10 classes).
 """
 
 import os
+import warnings
 
-import h5py
-
+from effnet_keras.weights import files
 from effnet_keras.weights import keras_h5
 from effnet_keras.weights import registry
+from effnet_keras.weights.files import WeightsFileError
 from effnet_keras.weights.registry import lookup
 from effnet_keras.weights.registry import weight_ids
 
-__all__ = ["load_into", "load_file", "lookup", "weight_ids", "detect_format"]
+__all__ = ["load_into", "load_file", "lookup", "weight_ids", "detect_format", "WeightsFileError"]
 
 STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -32,14 +33,24 @@ def load_into(model, weights, *, model_name, include_top, classes):
     path = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if not isinstance(path, str):
         raise ValueError(f"`weights` must be None, a weight id or a file path. Received: weights={weights!r}")
+    if files.is_remote(path) and files.remote_exists(path):  # a bucket: read from a local temp copy
+        with files.local_path(path) as local:
+            return load_file(model, local, include_top=include_top, model_name=model_name)
     if os.path.exists(path) or os.path.exists(path + ".index"):
         return load_file(model, path, include_top=include_top, model_name=model_name)
     if registry.looks_like_weight_id(path):
         entry = lookup(model_name, path)  # raises, listing this model's ids, when it has no such id
         from effnet_keras.weights import download
 
-        local = download.fetch(entry, include_top=include_top)
-        return load_file(model, local, include_top=include_top, model_name=model_name, file_format=entry.format)
+        local = os.path.normpath(download.fetch(entry, include_top=include_top))
+        try:
+            return load_file(model, local, include_top=include_top, model_name=model_name, file_format=entry.format)
+        except WeightsFileError as err:  # passed the download's hash check, yet unreadable: fetch afresh next time
+            download.discard(local)
+            raise WeightsFileError(
+                f"{err} The cached copy of weights {path!r} for {model_name} was deleted; the next call "
+                "downloads it again.", path=local
+            ) from None
     ids = weight_ids(model_name)
     raise ValueError(
         f"`weights` for {model_name} must be None, one of its weight ids "
@@ -50,9 +61,7 @@ def load_into(model, weights, *, model_name, include_top, classes):
 
 def detect_format(path):
     """'native' | 'keras_h5' | 'timm' | 'tf_checkpoint' for a weights path, or a ValueError."""
-    if path.endswith(".weights.h5"):
-        return "native"
-    if path.endswith(".h5"):
+    if path.endswith(".h5"):  # by content: a keras.applications file renamed `.weights.h5` loads too
         if keras_h5.is_legacy_h5(path):
             return "keras_h5"
         return "native"
@@ -92,22 +101,40 @@ def load_file(model, path, *, include_top=True, model_name=None, file_format=Non
 def load_native(model, path, *, include_top=True):
     """Our `.weights.h5`. Same graph: Keras' loader. Otherwise (a full file into a headless model,
     another class count) by layer name, every mismatch named."""
-    try:
-        model.load_weights(path)
+    if files.is_remote(path):  # a bucket path (train.ft_init_ckpt on gs://): a local temp copy
+        with files.local_path(path) as local:
+            return load_native(model, local, include_top=include_top)
+    with files.open_h5(path, expected=files.NATIVE) as f:  # damaged / foreign files: WeightsFileError
+        if "layers" not in f:
+            raise files.weights_file_error(path, "no 'layers' group", expected=files.NATIVE)
+    # Keras warns per sublayer it skips before it gives up on another graph: hold its warnings
+    # back, and load by name (every layer checked) when it skipped anything.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with files.reading(path, expected=files.NATIVE, only=(OSError,)):  # h5py: a dataset cut off
+                model.load_weights(path)
+            loaded = not any("Skipping" in str(w.message) for w in caught)
+        except WeightsFileError:
+            raise
+        except ValueError:  # another graph or input size: by name below, every mismatch named
+            loaded = False
+    if loaded:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return []
-    except ValueError:
-        pass
     return keras_h5.assign_by_name(model, read_native_h5(path), source=path, skip_head=not include_top,
                                    new_head_ok=True)
 
 
 def read_native_h5(path):
     """{layer name: [arrays]} from a Keras 3 `.weights.h5` (layers stored under generated keys,
-    the layer name in the `vars` group's attributes)."""
+    the layer name in the `vars` group's attributes; a sublayer's variables, e.g. a
+    RelativeAttention's bias table, in a group under its layer's)."""
     out = {}
-    with h5py.File(path, "r") as f:
+    with files.open_h5(path, expected=files.NATIVE) as f:
         if "layers" not in f:
-            raise ValueError(f"{path!r} is not a Keras 3 `.weights.h5` file (no 'layers' group).")
+            raise files.weights_file_error(path, "no 'layers' group", expected=files.NATIVE)
         for key, group in f["layers"].items():
             if "vars" not in group:
                 continue
@@ -116,7 +143,17 @@ def read_native_h5(path):
                     f"{path!r}: layer {group['vars'].attrs.get('name', key)!r} nests sublayers; load it into the "
                     "same graph (same include_top/classes) with model.load_weights instead."
                 )
-            values = group["vars"]
-            if len(values):
-                out[str(values.attrs.get("name", key))] = [values[str(i)][()] for i in range(len(values))]
+            arrays = _group_arrays(group)
+            if arrays:
+                out[str(group["vars"].attrs.get("name", key))] = arrays
     return out
+
+
+def _group_arrays(group):
+    """A layer group's own variables, then those of its sublayer groups (Keras' `layer.weights` order)."""
+    values = group["vars"]
+    arrays = [values[str(i)][()] for i in range(len(values))]
+    for key, child in group.items():
+        if key not in ("vars", "layers") and hasattr(child, "items") and "vars" in child:
+            arrays += _group_arrays(child)
+    return arrays

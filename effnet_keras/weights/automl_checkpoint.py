@@ -22,6 +22,7 @@ import re
 import tarfile
 import tempfile
 
+from effnet_keras.weights import files as weights_files  # `files` is a loop name below
 from effnet_keras.weights import keras_h5
 from effnet_keras.weights import layout
 
@@ -44,11 +45,10 @@ def find_checkpoint(src, workdir=None):
     src = os.fspath(src)
     if os.path.isfile(src) and (src.endswith((".tar.gz", ".tgz", ".tar"))):
         workdir = workdir or tempfile.mkdtemp(prefix="effnet_ckpt_")
-        try:
+        tar_errors = (tarfile.TarError, EOFError, OSError)  # truncated download / not a tar: WeightsFileError
+        with weights_files.reading(src, expected=weights_files.TF_CHECKPOINT, only=tar_errors):
             with tarfile.open(src) as archive:
                 archive.extractall(workdir, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise ValueError(f"{src!r} is not a readable tar archive ({err}); truncated download?") from err
         return find_checkpoint(workdir)
     if os.path.exists(src + ".index"):
         return src
@@ -79,11 +79,9 @@ def read_checkpoint(src):
         raise ImportError("Reading automl / tensorflow/tpu TF checkpoints needs TensorFlow.") from err
     with tempfile.TemporaryDirectory(prefix="effnet_ckpt_") as workdir:
         prefix = find_checkpoint(src, workdir)
-        try:
-            reader = tf.train.load_checkpoint(prefix)
+        with weights_files.reading(src, expected=weights_files.TF_CHECKPOINT, only=(tf.errors.OpError, ValueError)):
+            reader = tf.train.load_checkpoint(prefix)  # damaged index / data shards: WeightsFileError
             return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-        except (tf.errors.OpError, ValueError) as err:
-            raise ValueError(f"Cannot read TF checkpoint {prefix!r}: {err}") from err
 
 
 def model_scope(variables):

@@ -97,6 +97,12 @@ def _pin(path):
             f.write(sha256_of(path) + "\n")
 
 
+def discard(path):
+    """Delete a cached download and its pin, so the next fetch downloads it afresh."""
+    _remove(path)
+    _remove(_pin_path(path))
+
+
 def _remove(path):
     if path and os.path.exists(path):
         os.remove(path)

@@ -10,8 +10,10 @@ our graph as constants) are skipped, and a head that the model does not have
 
 import warnings
 
-import h5py
 import numpy as np
+from absl import logging
+
+from effnet_keras.weights import files
 
 # keras.applications layers whose weights our models hold as constants instead.
 PREPROCESSING_LAYERS = ("normalization", "rescaling")
@@ -19,7 +21,8 @@ HEAD_LAYERS = ("predictions",)
 
 
 def is_legacy_h5(path):
-    with h5py.File(path, "r") as f:
+    """Whether `path` is a keras.applications legacy `.h5` (WeightsFileError when it is no HDF5 file)."""
+    with files.open_h5(path, expected=files.HDF5) as f:
         group = f["model_weights"] if "model_weights" in f else f
         return "layer_names" in group.attrs
 
@@ -27,8 +30,11 @@ def is_legacy_h5(path):
 def read_legacy_h5(path):
     """-> {layer_name: [arrays in saved order]} for every layer that has weights."""
     out = {}
-    with h5py.File(path, "r") as f:
+    with files.open_h5(path, expected=files.KERAS_H5) as f:
         group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            hint = "a Keras 3 `.weights.h5`: pass it as weights= directly" if "layers" in f else "no 'layer_names'"
+            raise files.weights_file_error(path, hint, expected=files.KERAS_H5)
         for raw in group.attrs["layer_names"]:
             name = raw.decode("utf8") if isinstance(raw, bytes) else str(raw)
             layer_group = group[name]
@@ -52,8 +58,10 @@ def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_
     Returns the list of skipped file layers (preprocessing, head).
     """
     layers = {layer.name: layer for layer in model.layers}
+    arrays_by_layer = fit_relative_position_tables(model, arrays_by_layer, source=source)
     skipped = []
-    for name, arrays in arrays_by_layer.items():
+    order = {name: i for i, name in enumerate(layers)}  # the first mismatch in network order is reported
+    for name, arrays in sorted(arrays_by_layer.items(), key=lambda item: order.get(item[0], -1)):
         if _is_preprocessing(name) or (skip_head and name in HEAD_LAYERS and name not in layers):
             skipped.append(name)
             continue
@@ -72,14 +80,66 @@ def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_
             skipped.append(name)
             continue
         if expected != got:
-            raise ValueError(
-                f"{source}: shape mismatch for layer {name!r}: the model expects {expected}, the file has {got}."
-            )
+            raise ValueError(f"{source}: shape mismatch for layer {name!r}: {_mismatch(layer, got)}.")
         layer.set_weights(arrays)
     missing = [l.name for l in model.layers if l.weights and l.name not in arrays_by_layer]
     if missing:
         raise ValueError(f"{source}: the file has no weights for layers {missing[:10]}{' ...' if len(missing) > 10 else ''}.")
     return skipped
+
+
+def _mismatch(layer, got):
+    """Which variable differs, with the file's and the model's shape."""
+    expected = [tuple(w.shape) for w in layer.weights]
+    if len(expected) != len(got):
+        return f"the file has {len(got)} arrays {got}, the model {len(expected)} variables {expected}"
+    differ = [(w, e, g) for w, e, g in zip(layer.weights, expected, got) if e != g]
+    w, e, g = differ[0]
+    more = f" (and {len(differ) - 1} more of its variables)" if len(differ) > 1 else ""
+    return f"variable {getattr(w, 'path', w.name)!r}: the file has shape {g}, the model {e}{more}"
+
+
+def fit_relative_position_tables(model, arrays_by_layer, *, source):
+    """CoAtNet weights saved at another input size -> this model's relative-position bias tables.
+
+    Each `RelativeAttention` table of another spatial size is resized bilinearly, per head
+    (paper A.1: "bi-linear interpolation to increase the size (2H-1)x(2W-1) to (2H'-1)x(2W'-1)";
+    the same sampling as Google's `tf.image.resize`, in NumPy), and one log line says which
+    layers went from which size to which. Everything else passes through; a model without
+    relative attention is returned as is. A head-count mismatch raises, naming the layer.
+    """
+    from effnet_keras.layers.attention import relative_attention_layers
+    from effnet_keras.layers.attention import resize_relative_position_tables
+
+    tables = [layer for layer in relative_attention_layers(model) if layer.name in arrays_by_layer]
+    if not tables:
+        return arrays_by_layer
+    before = {layer.name: [np.shape(a) for a in arrays_by_layer[layer.name]] for layer in tables}
+    try:
+        out = resize_relative_position_tables(arrays_by_layer, model)
+    except ValueError as err:
+        raise ValueError(f"{source}: relative position table of layer {err}") from None
+    log_resized_tables(source, [(name, shapes[0], np.shape(out[name][0])) for name, shapes in before.items()
+                                if [np.shape(a) for a in out[name]] != shapes])
+    return out
+
+
+def log_resized_tables(source, resized):
+    """One log line for [(layer, old table shape, new table shape)] (nothing when empty)."""
+    if not resized:
+        return
+    groups = {}
+    for name, old, new in resized:
+        groups.setdefault((tuple(old), tuple(new)), []).append(name)
+
+    def size(shape):
+        return f"{shape[-2]}x{shape[-1]} (grid {(shape[-2] + 1) // 2}x{(shape[-1] + 1) // 2})"
+
+    parts = [f"{', '.join(names)}: {size(old)} -> {size(new)}" for (old, new), names in groups.items()]
+    logging.warning(
+        "%s was saved at another input size: resized the relative-position bias tables of %d layers bilinearly "
+        "(paper A.1; fine-tune at the new size): %s.", source, len(resized), "; ".join(parts)
+    )
 
 
 def load_legacy_h5(model, path, *, include_top=True):

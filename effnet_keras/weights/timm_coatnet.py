@@ -15,7 +15,7 @@ Layout changes done here: PyTorch OIHW kernels -> Keras HWIO, depthwise (C,1,k,k
 `head_first=True`, its default) -> our [q | k | v]; the relative position table
 ((2H-1)(2W-1), heads) -> (heads, 2H-1, 2W-1), bilinearly resized when the model was
 built at another input size than the checkpoint (`source_image_size`, default: the
-model's size).
+model's size, or the square grid a table of another size implies), with one log line.
 
     from effnet_keras.weights.timm_coatnet import load_timm_coatnet
     model = effnet_keras.CoAtNet0(downsample="dwconv", pool="avg", padding="symmetric")
@@ -29,6 +29,8 @@ import numpy as np
 
 from effnet_keras.layers.attention import RelativeAttention
 from effnet_keras.layers.attention import resize_relative_position_table
+from effnet_keras.weights import files
+from effnet_keras.weights import keras_h5
 
 # Buffers timm keeps in its state dict that carry no learned value.
 IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index")
@@ -74,13 +76,15 @@ def read_state_dict(path):
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        return dict(load_file(path))
+        with files.reading(path, expected=files.TIMM):  # truncated / not a safetensors file
+            return dict(load_file(path))
     if path.endswith((".pth", ".pt", ".bin")):
         try:
             import torch
         except ImportError as err:  # pragma: no cover - depends on the machine
             raise ImportError(f"Reading {path!r} needs PyTorch; convert it to .safetensors or install torch.") from err
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with files.reading(path, expected=files.TIMM):
+            state = torch.load(path, map_location="cpu", weights_only=True)
         for wrapper in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
                 state = state[wrapper]
@@ -91,24 +95,26 @@ def read_state_dict(path):
 
 def load_timm_coatnet(model, path, **kwargs):
     """`read_state_dict(path)` then `convert_timm_coatnet(..., model, **kwargs)`."""
+    kwargs.setdefault("source", os.fspath(path))
     return convert_timm_coatnet(read_state_dict(path), model, **kwargs)
 
 
-def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_size=None):
+def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_size=None, source="timm state dict"):
     """Copy a timm CoAtNet `state_dict` ({name: np.ndarray}) into `model`, in place.
 
     `head_first`: timm's qkv channel order (True for `coatnet_*_224`, False for its
     `_tf_cfg` models). `source_image_size`: int or (H, W) the checkpoint was trained
-    at, for resizing the relative position tables; default: the model's input size
-    (a table whose size already matches is copied as is).
+    at, for resizing the relative position tables; default: the model's input size, or,
+    for a table of another size, the square grid its size implies (timm's 224 checkpoints).
+    Resized tables are named in one log line.
     Every model weight must be found and every checkpoint tensor used (the head is
     skipped for a headless model); otherwise ValueError naming the tensors.
     """
     arrays = {k: np.asarray(v) for k, v in state_dict.items()}
-    used = set()
+    used, resized = set(), []
     input_hw = tuple(int(s) for s in model.inputs[0].shape[1:3])
     if source_image_size is None:
-        source_hw = input_hw
+        source_hw = None
     else:
         source_hw = (source_image_size,) * 2 if isinstance(source_image_size, int) else tuple(source_image_size)
 
@@ -127,7 +133,10 @@ def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_siz
         used.update(keys)
         values = [arrays[k] for k in keys]
         if isinstance(layer, RelativeAttention):
-            values = [_table(values[0], layer, input_hw, source_hw)]
+            table, old = _table(values[0], layer, input_hw, source_hw)
+            if old != table.shape:
+                resized.append((layer.name, old, table.shape))
+            values = [table]
         else:
             values = [_to_keras(layer, v, i, head_first, attention) for i, v in enumerate(values)]
         expected = [tuple(w.shape) for w in layer.get_weights()]
@@ -137,6 +146,7 @@ def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_siz
                 f"Layer {layer.name!r}: weight shapes {got} from {keys} do not fit the model's {expected}."
             )
         layer.set_weights(values)
+    keras_h5.log_resized_tables(source, resized)
 
     has_head = any(layer.name == "predictions" for layer in model.layers)
     unused = sorted(
@@ -188,11 +198,25 @@ def _qkv_head_first_to_parts(value, attention):
     return value.transpose((1, 0, 2) + tuple(range(3, value.ndim))).reshape((3 * heads * head_dim,) + rest)
 
 
-def _table(value, layer, input_hw, source_hw):
-    """timm ((2H-1)(2W-1), heads) -> ours (heads, 2H-1, 2W-1), resized if the grid differs."""
+def _table_hw(value, layer):
+    """(2H-1, 2W-1) of a timm table: the model's grid when the cell count fits it, else a square grid."""
     grid = layer.relative_position_bias.grid_size
-    stride = input_hw[0] // grid[0], input_hw[1] // grid[1]
-    src = source_hw[0] // stride[0], source_hw[1] // stride[1]
+    cells = np.shape(value)[0] if np.ndim(value) else 0
+    if cells == (2 * grid[0] - 1) * (2 * grid[1] - 1):
+        return (2 * grid[0] - 1, 2 * grid[1] - 1)
+    side = int(round(np.sqrt(cells)))
+    return (side, side) if side * side == cells and side % 2 else (2 * grid[0] - 1, 2 * grid[1] - 1)
+
+
+def _table(value, layer, input_hw, source_hw):
+    """timm ((2H-1)(2W-1), heads) -> ours (heads, 2H-1, 2W-1), resized if the grid differs.
+    `source_hw` None: the model's grid, or the square grid the table's size implies."""
+    grid = layer.relative_position_bias.grid_size
+    if source_hw is None:
+        src = tuple((n + 1) // 2 for n in _table_hw(value, layer))
+    else:
+        stride = input_hw[0] // grid[0], input_hw[1] // grid[1]
+        src = source_hw[0] // stride[0], source_hw[1] // stride[1]
     cells = (2 * src[0] - 1) * (2 * src[1] - 1)
     if value.ndim != 2 or value.shape != (cells, layer.num_heads):
         raise ValueError(
@@ -200,4 +224,4 @@ def _table(value, layer, input_hw, source_hw):
             f"{layer.num_heads} heads; pass source_image_size= the checkpoint's input size."
         )
     table = value.T.reshape(layer.num_heads, 2 * src[0] - 1, 2 * src[1] - 1)
-    return resize_relative_position_table(table, grid) if src != grid else table
+    return (resize_relative_position_table(table, grid) if src != grid else table), table.shape

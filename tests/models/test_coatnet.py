@@ -366,3 +366,82 @@ def test_bad_arguments_raise_clear_errors():
         effnet_keras.CoAtNet(8, (1, 1, 1), (8, 16, 24))
     headless = tiny(input_shape=None, include_top=False)  # headless default: static 224
     assert headless.input_shape == (None, 224, 224, 3) and headless.output_shape == (None, 7, 7, 32)
+
+
+# --- weights files saved at one input size, loaded at another (paper A.1) ---------------------------
+
+def _bilinear_reference(table, new_hw):
+    """An independent resize: Keras' image resize (TF's or JAX's kernel), each head one channel."""
+    image = np.transpose(table, (1, 2, 0))[None].astype("float32")
+    resized = keras.ops.image.resize(image, new_hw, interpolation="bilinear", antialias=False)
+    return np.transpose(keras.ops.convert_to_numpy(resized)[0], (2, 0, 1))
+
+
+@pytest.mark.backend
+def test_weights_file_saved_at_another_size_loads_with_resized_tables(tmp_path, caplog):
+    keras.utils.set_random_seed(0)
+    source = tiny((64, 96, 3))  # S3 grid 4x6 (tables 7x11), S4 grid 2x3 (tables 3x5)
+    path = str(tmp_path / "c64x96.weights.h5")
+    source.save_weights(path)
+    with caplog.at_level("INFO"):
+        model = tiny((96, 128, 3), weights=path)  # S3 grid 6x8 (11x15), S4 grid 3x4 (5x7)
+    lines = [r.getMessage() for r in caplog.records if "relative-position bias tables" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert path in lines[0]
+    assert "stage3_block0_attn, stage3_block1_attn: 7x11 (grid 4x6) -> 11x15 (grid 6x8)" in lines[0]
+    assert "stage4_block0_attn, stage4_block1_attn: 3x5 (grid 2x3) -> 5x7 (grid 3x4)" in lines[0]
+
+    attention = {layer.name for layer in relative_attention_layers(model)}
+    assert len(attention) == 4
+    for name in attention:
+        old = source.get_layer(name).get_weights()[0]
+        new = model.get_layer(name).get_weights()[0]
+        heads, h, w = old.shape
+        grid = model.get_layer(name).relative_position_bias.grid_size
+        assert new.shape == (heads, 2 * grid[0] - 1, 2 * grid[1] - 1) and new.shape != old.shape
+        np.testing.assert_allclose(new, _bilinear_reference(old, new.shape[1:]), atol=1e-6)
+        # Zero offset stays the centre cell; the corners keep the corner values (half-pixel sampling).
+        np.testing.assert_allclose(new[:, new.shape[1] // 2, new.shape[2] // 2], old[:, h // 2, w // 2], atol=1e-6)
+        np.testing.assert_allclose(new[:, 0, 0], old[:, 0, 0], atol=1e-6)
+    # A hand-checked cell: S3 rows 7 -> 11 sample source row (1 + 0.5) * 7 / 11 - 0.5 = 0.4545...
+    old = source.get_layer("stage3_block0_attn").get_weights()[0]
+    new = model.get_layer("stage3_block0_attn").get_weights()[0]
+    frac = 1.5 * 7 / 11 - 0.5
+    np.testing.assert_allclose(new[:, 1, 0], (1 - frac) * old[:, 0, 0] + frac * old[:, 1, 0], atol=1e-6)
+    for layer in model.layers:
+        if layer.weights and layer.name not in attention:
+            for a, b in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    out = model.predict(np.random.default_rng(0).uniform(0, 255, (2, 96, 128, 3)).astype("float32"), verbose=0)
+    assert out.shape == (2, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.backend
+def test_weights_file_conv_shape_mismatch_names_layer_and_both_shapes(tmp_path):
+    path = str(tmp_path / "c.weights.h5")
+    tiny((64, 64, 3)).save_weights(path)
+    wider_stem = dict(TINY, stem_filters=12)
+    with pytest.raises(ValueError) as info:
+        effnet_keras.CoAtNet(**wider_stem, input_shape=(64, 64, 3), classes=10, weights=path)
+    message = str(info.value)
+    assert "shape mismatch for layer 'stem_conv1'" in message and "stem_conv1/kernel" in message, message
+    assert "the file has shape (3, 3, 3, 8), the model (3, 3, 3, 12)" in message, message
+    assert path in message
+
+
+@pytest.mark.backend
+def test_timm_converter_infers_a_square_source_grid_and_logs_the_resize(caplog):
+    _, config, state_dict = load_fixture("coatnet_paper_tiny")
+    rng = np.random.default_rng(5)
+    square = dict(state_dict)  # the fixture's tables, re-made for a 64x64 checkpoint (grids 4x4 and 2x2)
+    for key, value in state_dict.items():
+        if key.endswith("relative_position_bias_table"):
+            cells = 49 if key.startswith("stages.2.") else 9
+            square[key] = rng.normal(size=(cells, value.shape[1])).astype("float32")
+    model = fixture_model(config, (128, 128, 3))  # grids 8x8 and 4x4
+    with caplog.at_level("INFO"):
+        convert_timm_coatnet(square, model)
+    assert len([r for r in caplog.records if "relative-position bias tables of 4 layers" in r.getMessage()]) == 1
+    table = square["stages.2.blocks.0.attn.rel_pos.relative_position_bias_table"]
+    expected = _bilinear_reference(table.T.reshape(-1, 7, 7), (15, 15))
+    np.testing.assert_allclose(model.get_layer("stage3_block0_attn").get_weights()[0], expected, atol=1e-6)
