@@ -13,6 +13,7 @@ import sys
 
 import yaml
 
+from effnet_keras import fileio
 from effnet_keras.cli_util import prog_name
 
 
@@ -24,9 +25,9 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
 
     if model_dir:
         cfg_path = os.path.join(model_dir, "config.yaml")
-        if not os.path.exists(cfg_path):
+        if not fileio.exists(cfg_path):
             raise SystemExit(f"--model_dir={model_dir}: no config.yaml there (is it a training run directory?)")
-        with open(cfg_path) as f:
+        with fileio.open(cfg_path) as f:
             cfg = yaml.safe_load(f)
         name = cfg["model"]["name"]
         if model_name and model_name.lower() != name.lower():
@@ -34,8 +35,8 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
         size = image_size or cfg["eval"].get("image_size") or cfg["model"].get("image_size") or cfg["train"].get("image_size")
         ema = os.path.join(model_dir, "ema.weights.h5")
         raw = os.path.join(model_dir, "model.weights.h5")
-        path = ema if os.path.exists(ema) else raw
-        if not os.path.exists(path):
+        path = ema if fileio.exists(ema) else raw
+        if not fileio.exists(path):
             raise SystemExit(f"--model_dir={model_dir}: neither ema.weights.h5 nor model.weights.h5 exists.")
         model = registry.build_classifier(name, cfg["data"]["num_classes"], image_size=size)
         model.load_weights(path)

@@ -4,6 +4,7 @@ import os
 
 from absl import logging
 
+from effnet_keras import fileio
 from hub_export import savedmodel
 
 
@@ -18,16 +19,24 @@ def export(model, export_dir, kind="feature_vector", image_size=None, tflite=Fal
     if kind not in savedmodel.KINDS:
         raise ValueError(f"kind must be one of {savedmodel.KINDS}. Received: {kind!r}")
     size = image_size or model.input_shape[1] or 224
-    module = savedmodel.save(model, export_dir, kind)
-    diff = savedmodel.check_reloaded(module, export_dir, size, atol=atol)
+    export_dir = os.fspath(export_dir).rstrip("/")
+    # Written beside the target (`.<name>.tmp-*`), checked there, and moved into place only then
+    # (local and bucket paths alike): an interrupted or refused export leaves the target as it was.
+    with fileio.staged_dir(export_dir, commit_last=("saved_model.pb",)) as staging:
+        module = savedmodel.save(model, staging, kind)
+        diff = savedmodel.check_reloaded(module, staging, size, atol=atol)
+        tflite_files = None
+        if tflite or int8_dataset is not None:
+            from hub_export import tflite as tflite_lib
+
+            tflite_files = tflite_lib.convert(staging, size, int8_dataset=int8_dataset)
     result = {"saved_model": export_dir, "kind": kind, "num_outputs": module.num_outputs, "max_abs_diff": diff,
               "image_size": size}
     logging.info("SavedModel written to %s (%s, %d outputs, reload diff %.2g).", export_dir, kind,
                  module.num_outputs, diff)
-    if tflite or int8_dataset is not None:
-        from hub_export import tflite as tflite_lib
-
-        result["tflite"] = tflite_lib.convert(export_dir, size, int8_dataset=int8_dataset)
+    if tflite_files is not None:
+        result["tflite"] = {k: os.path.join(export_dir, os.path.basename(v)) if k in ("float", "int8") else v
+                            for k, v in tflite_files.items()}
     if bundle:
         from hub_export import bundle as bundle_lib
 

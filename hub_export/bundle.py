@@ -3,6 +3,9 @@
 import json
 import os
 import tarfile
+import tempfile
+
+from effnet_keras import fileio
 
 USAGE = """## Usage
 
@@ -39,13 +42,28 @@ def write_bundle(export_dir, *, model_name, kind, num_outputs, image_size, weigh
     """Write `<export_dir>_bundle/` with saved_model.tar.gz, model-metadata.json,
     model-instance-metadata.json and README.md (the model card). Returns the folder."""
     out = export_dir.rstrip("/") + "_bundle"
-    os.makedirs(out, exist_ok=True)
-    tarball = os.path.join(out, "saved_model.tar.gz")
-    with tarfile.open(tarball, "w:gz") as tar:
-        for name in sorted(os.listdir(export_dir)):
-            if name.endswith(".tflite"):
-                continue
-            tar.add(os.path.join(export_dir, name), arcname=name)
+    # Staged beside `out` and moved into place complete (local and bucket paths alike).
+    with fileio.staged_dir(out, commit_last=("saved_model.tar.gz",)) as staging:
+        _write_bundle_files(staging, export_dir, model_name=model_name, kind=kind, num_outputs=num_outputs,
+                            image_size=image_size, weights_provenance=weights_provenance, owner=owner)
+    return out
+
+
+def _write_tarball(export_dir, tarball):
+    """saved_model.tar.gz of the SavedModel (without TFLite files), built in a local temp folder."""
+    with tempfile.TemporaryDirectory(prefix="effnet_bundle_") as tmp:
+        local_tar = os.path.join(tmp, "saved_model.tar.gz")
+        with fileio.local_copy(export_dir, reader="tarfile") as local_dir:
+            with tarfile.open(local_tar, "w:gz") as tar:
+                for name in sorted(os.listdir(local_dir)):
+                    if name.endswith(".tflite"):
+                        continue
+                    tar.add(os.path.join(local_dir, name), arcname=name)
+        fileio.copy(local_tar, tarball)
+
+
+def _write_bundle_files(out, export_dir, *, model_name, kind, num_outputs, image_size, weights_provenance, owner):
+    _write_tarball(export_dir, os.path.join(out, "saved_model.tar.gz"))
     what = "pooled features (no dropout)" if kind == "feature_vector" else "class logits (apply softmax yourself)"
     usage = USAGE.format(size=image_size, outputs=num_outputs, what=what)
     slug = model_name.lower().replace("_", "-")
@@ -71,12 +89,9 @@ def write_bundle(export_dir, *, model_name, kind, num_outputs, image_size, weigh
         "trainingData": [],
         "modelInstanceType": "Unspecified",
     }
-    with open(os.path.join(out, "model-metadata.json"), "w") as f:
-        json.dump(model_meta, f, indent=2)
-    with open(os.path.join(out, "model-instance-metadata.json"), "w") as f:
-        json.dump(instance_meta, f, indent=2)
-    with open(os.path.join(out, "README.md"), "w") as f:
-        f.write(f"# {model_name} — {kind}\n\nInput spec: float32 [batch, height, width, 3] in [0, 1]. "
-                f"Output size: {num_outputs}. Recommended image size: {image_size}. Weights provenance: "
-                f"{weights_provenance}.\n\n{usage}")
-    return out
+    fileio.write_text(os.path.join(out, "model-metadata.json"), json.dumps(model_meta, indent=2))
+    fileio.write_text(os.path.join(out, "model-instance-metadata.json"), json.dumps(instance_meta, indent=2))
+    fileio.write_text(os.path.join(out, "README.md"),
+                      f"# {model_name} — {kind}\n\nInput spec: float32 [batch, height, width, 3] in [0, 1]. "
+                      f"Output size: {num_outputs}. Recommended image size: {image_size}. Weights provenance: "
+                      f"{weights_provenance}.\n\n{usage}")

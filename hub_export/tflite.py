@@ -5,6 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from effnet_keras import fileio
+
 
 def convert(export_dir, image_size, int8_dataset=None, atol=1e-4):
     """-> {"float": path, "max_abs_diff": d[, "int8": path, "int8_top1_agreement": a]}.
@@ -21,15 +23,15 @@ def convert(export_dir, image_size, int8_dataset=None, atol=1e-4):
     concrete = static.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], reloaded)
     float_path = os.path.join(export_dir, "model_float32.tflite")
-    with open(float_path, "wb") as f:
-        f.write(converter.convert())
+    flat = converter.convert()
     images = np.random.default_rng(0).uniform(0, 1, (1, height, width, 3)).astype("float32")
     expected = reloaded.serve(tf.constant(images)).numpy()
-    got = run(float_path, images)
+    got = run(flat, images)
     diff = float(np.abs(expected - got).max())
     scale = max(1.0, float(np.abs(expected).max()))
     if diff > atol * scale:
         raise RuntimeError(f"TFLite float model differs from the SavedModel by {diff:.3g}; not writing it.")
+    fileio.write_bytes(float_path, flat)  # checked first, then written atomically (local or bucket)
     result = {"float": float_path, "max_abs_diff": diff}
     if int8_dataset is not None:
         samples = list(int8_dataset)
@@ -42,14 +44,19 @@ def convert(export_dir, image_size, int8_dataset=None, atol=1e-4):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         int8_path = os.path.join(export_dir, "model_int8.tflite")
-        with open(int8_path, "wb") as f:
-            f.write(converter.convert())
+        fileio.write_bytes(int8_path, converter.convert())
         result["int8"] = int8_path
     return result
 
 
 def run(path, images):
-    interpreter = tf.lite.Interpreter(model_path=path)
+    """Run a TFLite model (a path, local or on a bucket, or the flatbuffer's bytes) on `images`."""
+    if isinstance(path, (bytes, bytearray)):
+        interpreter = tf.lite.Interpreter(model_content=bytes(path))
+    elif fileio.is_remote(path):
+        interpreter = tf.lite.Interpreter(model_content=fileio.read_bytes(path))
+    else:
+        interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.set_tensor(inp["index"], np.asarray(images, dtype="float32"))

@@ -5,11 +5,13 @@ and a grid of all of them, and prints where it wrote them.
 """
 
 import argparse
+import io
 import os
 import sys
 
 import numpy as np
 
+from effnet_keras import fileio
 from effnet_keras.cli_util import prog_name
 
 
@@ -18,9 +20,9 @@ def _load_image(path, size):
         from PIL import Image
     except ImportError as error:
         raise SystemExit("effnet_keras.explain needs Pillow to read images: pip install pillow") from error
-    if not os.path.exists(path):
+    if not fileio.exists(path):  # local or a bucket path
         raise SystemExit(f"No such image: {path}")
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(fileio.read_bytes(path))) as image:
         image = image.convert("RGB").resize((size, size), Image.BILINEAR)
         return np.asarray(image, dtype="float32")
 
@@ -28,11 +30,17 @@ def _load_image(path, size):
 def _labels(path, classes):
     if path is None:
         return [str(i) for i in range(classes)]
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
+    names = [line.strip() for line in fileio.read_text(path).splitlines() if line.strip()]
     if len(names) != classes:
         raise SystemExit(f"--labels file {path} has {len(names)} names; the model has {classes} classes.")
     return names
+
+
+def _save_png(image, path):
+    """PNG written whole under its name, locally or on a bucket."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    fileio.write_bytes(path, buffer.getvalue())
 
 
 def main(argv=None):
@@ -62,17 +70,17 @@ def main(argv=None):
     heatmaps, logits = class_activation_map(model, images, layer_name=args.layer, return_logits=True)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
     names = _labels(args.labels, probs.shape[-1])
-    os.makedirs(args.out, exist_ok=True)
+    fileio.makedirs(args.out)
     panels, written = [], []
     for path, image, heatmap, p in zip(args.images, images, heatmaps, probs):
         top = np.argsort(-p)[:5]
         panel = overlay_panel(image, heatmap, [(names[i], float(p[i])) for i in top], title=os.path.basename(path))
         target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + "_cam.png")
-        panel.save(target)
+        _save_png(panel, target)
         panels.append(panel)
         written.append(target)
     grid_path = os.path.join(args.out, "grid.png")
-    grid(panels).save(grid_path)
+    _save_png(grid(panels), grid_path)
     for target in written + [grid_path]:
         print(f"wrote {target}")
     return 0

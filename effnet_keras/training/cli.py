@@ -67,6 +67,7 @@ def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, requi
 
 def _main(argv):
     del argv
+    from effnet_keras import fileio
     from effnet_keras.training import run as run_lib
 
     config = build_config_from_flags()
@@ -74,7 +75,7 @@ def _main(argv):
     export = FLAGS.mode == "export" or (FLAGS.dataset_cfg == "digits" and FLAGS.mode == "train_and_eval")
 
     def export_fn(model, eval_size):
-        provenance = f"effnet-train: {config['model']['name']} trained on {FLAGS.dataset_cfg} ({os.path.abspath(model_dir)})"
+        provenance = f"effnet-train: {config['model']['name']} trained on {FLAGS.dataset_cfg} ({fileio.display(model_dir)})"
         return _export_demo(model, model_dir, FLAGS.export_kind, FLAGS.export_dir, required=FLAGS.mode == "export",
                             image_size=eval_size, provenance=provenance)
 
@@ -85,17 +86,17 @@ def _main(argv):
     summary = {
         "model": config["model"]["name"],
         "dataset": FLAGS.dataset_cfg,
-        "model_dir": os.path.abspath(model_dir),
+        "model_dir": fileio.display(model_dir),
         "stages": [(s["image_size"], s["batch_size"]) for s in results["stages"]],
         "train_seconds": results.get("train_seconds"),
         "eval": results.get("eval"),
         "weights": results.get("weights"),
-        "export": os.path.abspath(results["export"]) if results.get("export") else None,
+        "export": fileio.display(results["export"]) if results.get("export") else None,
     }
     print(json.dumps(summary, indent=2))
     if "eval" in results:
         print(f"test accuracy (top-1, EMA weights): {results['eval'].get('top1', float('nan')):.4f}")
-    print(f"wrote: {os.path.abspath(model_dir)}" + (f" and {summary['export']}" if summary["export"] else ""))
+    print(f"wrote: {fileio.display(model_dir)}" + (f" and {summary['export']}" if summary["export"] else ""))
     return 0
 
 

@@ -13,6 +13,8 @@ import os
 
 import yaml
 
+from effnet_keras import fileio
+
 # The YAML recipes ship inside the package (effnet_keras/configs/), so an installed wheel
 # finds them wherever site-packages is; importlib.resources resolves them there.
 CONFIG_DIR = str(importlib.resources.files("effnet_keras") / "configs")
@@ -45,7 +47,7 @@ def config_path(*parts):
 def resolve_config_file(path):
     """A YAML file the user names, or a packaged one by its path under effnet_keras/configs/
     (`recipes/progressive_paper_s.yaml`), which an installed wheel has but no folder shows."""
-    if os.path.exists(path):
+    if fileio.exists(path):  # local or a bucket path
         return path
     packaged = config_path(path)
     if os.path.exists(packaged):
@@ -56,9 +58,9 @@ def resolve_config_file(path):
 
 
 def load_yaml(path):
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         raise ConfigError(f"Config file {path!r} does not exist.")
-    with open(path) as f:
+    with fileio.open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path!r} must hold a mapping at the top level, got {type(data).__name__}.")
@@ -250,9 +252,9 @@ def dump(config):
 
 def write_or_check(config, model_dir, override_config=False):
     """Write model_dir/config.yaml, or refuse a different config for an existing run."""
-    os.makedirs(model_dir, exist_ok=True)
+    fileio.makedirs(model_dir)
     path = os.path.join(model_dir, "config.yaml")
-    if os.path.exists(path) and not override_config:
+    if fileio.exists(path) and not override_config:
         existing = load_yaml(path)
         if existing != yaml.safe_load(dump(config)):
             changed = sorted(
@@ -263,8 +265,6 @@ def write_or_check(config, model_dir, override_config=False):
                 f"{model_dir} already holds a run with a different config (differs in: {', '.join(changed[:12])}). "
                 "Use another --model_dir, or pass --override_config to continue with the new config."
             )
-    tmp = f"{path}.tmp-{os.getpid()}"  # per process: multi-worker runs write the same file
-    with open(tmp, "w") as f:
-        f.write(dump(config))
-    os.replace(tmp, path)
+    # A temp name per process (multi-worker runs write the same file), then an atomic replace.
+    fileio.write_text(path, dump(config))
     return path

@@ -8,6 +8,7 @@ import time
 import keras
 from absl import logging
 
+from effnet_keras import fileio
 from effnet_keras.models import registry
 from effnet_keras.weights import weight_ids
 from effnet_keras.training import config as config_lib
@@ -58,20 +59,24 @@ def _init_from_checkpoint(model, source, config):
     The backbone is copied by layer name; a classifier whose shape differs (other
     class count) keeps its fresh initialisation, and the log says so.
     """
-    if os.path.isdir(source):
+    if fileio.isdir(source):  # local or a bucket path
         ema = os.path.join(source, "ema.weights.h5")
-        path = ema if os.path.exists(ema) else os.path.join(source, "model.weights.h5")
+        path = ema if fileio.exists(ema) else os.path.join(source, "model.weights.h5")
         cfg_path = os.path.join(source, "config.yaml")
-        if not os.path.exists(path) or not os.path.exists(cfg_path):
+        if not fileio.exists(path) or not fileio.exists(cfg_path):
             raise ValueError(f"train.ft_init_ckpt={source!r}: expected ema.weights.h5 or model.weights.h5 and config.yaml there.")
         src_cfg = config_lib.load_yaml(cfg_path)
         donor = build_training_model(src_cfg, src_cfg["data"]["num_classes"], default_sizes(src_cfg)[0])
-        donor.load_weights(path)
+        from effnet_keras.weights import keras_h5, load_native
+
+        load_native(donor, path)  # a damaged file: WeightsFileError naming it
         arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}
+        # CoAtNet trained at another size (224 -> 384, paper A.1): bias tables resized, one log line.
+        arrays = keras_h5.fit_relative_position_tables(model, arrays, source=path)
         logging.info("Fine-tune init from %s (%s).", path, "EMA weights" if path == ema else "raw weights")
     else:
         name = config["model"]["name"]
-        if not os.path.exists(source) and weight_ids(name) and source in weight_ids(name):
+        if not fileio.exists(source) and weight_ids(name) and source in weight_ids(name):
             # An id also fixes the in-model normalisation (AdvProp, 21k): the model must be built with it.
             raise ValueError(
                 f"train.ft_init_ckpt={source!r} is a weight id: pass it as model.weights={source} instead, so the "
@@ -162,7 +167,7 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     else:
         trainer.restore()
     raw, ema = trainer.save_weights()
-    results["weights"] = {"raw": raw, "ema": ema if os.path.exists(ema) else None}
+    results["weights"] = {"raw": raw, "ema": ema if fileio.exists(ema) else None}
     use_ema = bool(optim.ema_variables(trainer.optimizer))
     if mode in ("eval", "train_and_eval"):
         eval_ds = data_lib.build_dataset(config["data"], split="eval", image_size=eval_size,
@@ -172,10 +177,7 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
                        weights="ema" if use_ema else "raw")
         results["eval"] = metrics
         if trainer.is_chief:
-            path = os.path.join(model_dir, "eval_results.json")
-            with open(path + ".tmp", "w") as f:
-                json.dump(metrics, f, indent=2)
-            os.replace(path + ".tmp", path)
+            fileio.write_text(os.path.join(model_dir, "eval_results.json"), json.dumps(metrics, indent=2))
     if export_fn is not None and trainer.is_chief:
         with optim.swap_in_ema(model, trainer.optimizer) if use_ema else contextlib.nullcontext():
             results["export"] = export_fn(model, eval_size)
