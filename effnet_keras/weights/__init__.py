@@ -15,6 +15,7 @@ initialised, with a warning (fine-tuning a 21k checkpoint on 10 classes).
 import os
 import warnings
 
+from effnet_keras import fileio
 from effnet_keras.weights import files
 from effnet_keras.weights import keras_h5
 from effnet_keras.weights import registry
@@ -33,8 +34,8 @@ def load_into(model, weights, *, model_name, include_top, classes):
     path = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if not isinstance(path, str):
         raise ValueError(f"`weights` must be None, a weight id or a file path. Received: weights={weights!r}")
-    if files.is_remote(path) and files.remote_exists(path):  # a bucket: read from a local temp copy
-        with files.local_path(path) as local:
+    if fileio.is_remote(path) and files.remote_exists(path):  # a bucket: read from a local temp copy
+        with fileio.local_copy(path, reader="the weights loader") as local:
             return load_file(model, local, include_top=include_top, model_name=model_name)
     if os.path.exists(path) or os.path.exists(path + ".index"):
         return load_file(model, path, include_top=include_top, model_name=model_name)
@@ -101,8 +102,8 @@ def load_file(model, path, *, include_top=True, model_name=None, file_format=Non
 def load_native(model, path, *, include_top=True):
     """Our `.weights.h5`. Same graph: Keras' loader. Otherwise (a full file into a headless model,
     another class count) by layer name, every mismatch named."""
-    if files.is_remote(path):  # a bucket path (train.ft_init_ckpt on gs://): a local temp copy
-        with files.local_path(path) as local:
+    if fileio.is_remote(path):  # a bucket path (train.ft_init_ckpt on gs://): a local temp copy
+        with fileio.local_copy(path, reader="the weights loader") as local:
             return load_native(model, local, include_top=include_top)
     with files.open_h5(path, expected=files.NATIVE) as f:  # damaged / foreign files: WeightsFileError
         if "layers" not in f:

@@ -31,29 +31,10 @@ class WeightsFileError(ValueError):
         self.path = path
 
 
-def is_remote(path):
-    """A bucket path (`gs://...`, any `scheme://`): read through tf.io.gfile, TensorFlow imported only then."""
-    return "://" in os.fspath(path)
-
-
 def remote_exists(path):
     from effnet_keras import fileio  # lazily: this module stays a leaf, TF-free for local paths
 
     return fileio.exists(path) or fileio.exists(os.fspath(path) + ".index")
-
-
-@contextlib.contextmanager
-def local_path(path):
-    """A local path to read `path` from: itself, or for a bucket path a copy in a temp folder
-    (one log line says so; deleted afterwards). The loaders (h5py, safetensors, tarfile) need one."""
-    path = os.fspath(path)
-    if not is_remote(path):
-        yield path
-        return
-    from effnet_keras import fileio
-
-    with fileio.local_copy(path, reader="the weights loader") as local:
-        yield local
 
 
 def weights_file_error(path, detail, *, expected):
