@@ -192,8 +192,8 @@ def main(argv=None):
         for mode in args.modes.split(","):
             size = args.size if mode == "train" else (args.infer_size or args.size)
             if args.native_sizes:  # the recipe's sizes: train size for training, eval size for inference
-                spec = getattr(effnet_keras.models.registry.get_builder(name), "spec", None)
-                size = getattr(spec, "train_size" if mode == "train" else "default_size", None) or 224
+                spec = effnet_keras.get_spec(name)
+                size = spec.train_size if mode == "train" else spec.default_size
             images = rng.uniform(0, 255, (args.batch, size, size, 3)).astype("float32")
             labels = np.eye(1000, dtype="float32")[rng.integers(0, 1000, args.batch)]
             results, peer_memory = {}, {}

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from effnet_keras.training import optim  # noqa: E402
 from effnet_keras.training import plan as plan_lib  # noqa: E402
-from effnet_keras.training.model_builder import build_training_model  # noqa: E402
+from effnet_keras.models.factory import build_classifier  # noqa: E402
 from effnet_keras.training.schedules import ProgressiveSchedule  # noqa: E402
 
 CLASSES = 1000
@@ -54,8 +54,7 @@ def device_description():
 
 def build(name, lr_base=0.016, base_batch=128):
     # The trainer's model: headless at a dynamic input size + the standard head.
-    model = build_training_model({"model": {"name": name, "weights": None, "drop_connect_rate": 0.2,
-                                            "dropout_rate": None, "bn_momentum": None}}, CLASSES)
+    model = build_classifier(name, CLASSES, drop_connect_rate=0.2)
     schedule = optim.RecipeSchedule(lr_base * base_batch / 256, [(0, 0, 100, 1.0)], total_epochs=350)
     optimizer = optim.make_optimizer(
         {"optimizer": "rmsprop", "ema_decay": 0.9999, "weight_decay": 1e-5, "gclip": 0.0}, schedule)

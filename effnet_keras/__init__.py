@@ -17,9 +17,6 @@ from effnet_keras.models.coatnet import CoAtNet4
 from effnet_keras.models.coatnet import CoAtNet5
 from effnet_keras.models.coatnet import CoAtNet6
 from effnet_keras.models.coatnet import CoAtNet7
-from effnet_keras.models.common import disable_runtime_rates
-from effnet_keras.models.common import enable_runtime_rates
-from effnet_keras.models.common import set_regularization
 from effnet_keras.models.efficientnet import EfficientNet
 from effnet_keras.models.efficientnet import EfficientNetB0
 from effnet_keras.models.efficientnet import EfficientNetB1
@@ -41,9 +38,24 @@ from effnet_keras.models.efficientnet_v2 import EfficientNetV2M
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2Nano
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2S
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2XL
+from effnet_keras.models.factory import build_classifier
 from effnet_keras.models.registry import get_model
+from effnet_keras.models.registry import get_spec
 from effnet_keras.models.registry import list_models
 from effnet_keras.models.registry import register_model
 from effnet_keras.stats import model_stats
 
 __version__ = "0.1.0"
+
+# Regularisation control is training's (effnet_keras.training.regularization); the
+# top-level names stay for convenience, imported on first use so that importing the
+# models never imports the training package (which checks the Keras version).
+_TRAINING_NAMES = ("set_regularization", "enable_runtime_rates", "disable_runtime_rates")
+
+
+def __getattr__(name):
+    if name in _TRAINING_NAMES:
+        from effnet_keras.training import regularization
+
+        return getattr(regularization, name)
+    raise AttributeError(f"module 'effnet_keras' has no attribute {name!r}")

@@ -30,7 +30,7 @@ SOURCES = {"automl": "tf_checkpoint", "keras": "keras_h5", "timm": "timm"}
 def source_classes(src, source):
     """The class count of the source's classifier, or None when it has none."""
     if source == "timm":
-        from effnet_keras.weights.timm_coatnet import read_state_dict
+        from effnet_keras.weights.state_dict import read_state_dict
 
         state = read_state_dict(src)
         for key in ("classifier.weight", "head.fc.weight"):
@@ -71,7 +71,7 @@ def convert(source, model_name, src, out, *, classes=None, include_top=True, inp
         kwargs["input_shape"] = (input_size, input_size, 3)
     model = effnet_keras.get_model(model_name, weights=None, include_top=include_top, **kwargs)
     weights_lib.load_file(model, str(src), include_top=include_top, model_name=model_name,
-                          file_format=SOURCES[source])
+                          file_format=SOURCES[source], converter=effnet_keras.get_spec(model_name).family.converter)
     model.save_weights(out)
     return model
 

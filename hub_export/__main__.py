@@ -8,12 +8,8 @@ weights are preferred when present). --checkpoint: a `.keras` file, or a weights
 
 import argparse
 import json
-import os
 import sys
 
-import yaml
-
-from effnet_keras import fileio
 from effnet_keras.cli_util import prog_name
 
 
@@ -21,38 +17,29 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
     """-> (keras model, image size, provenance string)."""
     import keras
 
+    from effnet_keras import rundir
+    from effnet_keras.models import factory
     from effnet_keras.models import registry
 
     if model_dir:
-        cfg_path = os.path.join(model_dir, "config.yaml")
-        if not fileio.exists(cfg_path):
-            raise SystemExit(f"--model_dir={model_dir}: no config.yaml there (is it a training run directory?)")
-        with fileio.open(cfg_path) as f:
-            cfg = yaml.safe_load(f)
-        name = cfg["model"]["name"]
-        if model_name and model_name.lower() != name.lower():
-            raise SystemExit(f"--model_name={model_name} but {model_dir} trained {name}.")
-        size = image_size or cfg["eval"].get("image_size") or cfg["model"].get("image_size") or cfg["train"].get("image_size")
-        ema = os.path.join(model_dir, "ema.weights.h5")
-        raw = os.path.join(model_dir, "model.weights.h5")
-        path = ema if fileio.exists(ema) else raw
-        if not fileio.exists(path):
-            raise SystemExit(f"--model_dir={model_dir}: neither ema.weights.h5 nor model.weights.h5 exists.")
-        model = registry.build_classifier(name, cfg["data"]["num_classes"], image_size=size)
-        model.load_weights(path)
-        return model, size, f"trained with effnet-keras in {model_dir} ({'EMA' if path == ema else 'raw'} weights)"
+        try:
+            run = rundir.RunDir.open(model_dir)
+        except rundir.RunDirError as err:
+            raise SystemExit(f"--model_dir={model_dir}: {err}") from None
+        if model_name and registry.get_spec(model_name).name != registry.get_spec(run.model_name).name:
+            raise SystemExit(f"--model_name={model_name} but {model_dir} trained {run.model_name}.")
+        size = image_size or run.eval_size
+        return run.build(size), size, run.describe()
     if checkpoint and checkpoint.endswith(".keras"):
         model = keras.saving.load_model(checkpoint)
         return model, image_size or model.input_shape[1], f"Keras file {checkpoint}"
     if not model_name:
         raise SystemExit("Pass --model_name (with --checkpoint or alone), or --model_dir.")
     kwargs = {"weights": checkpoint} if checkpoint else {}
-    builder = registry.get_builder(model_name)
-    size = image_size or getattr(getattr(builder, "spec", None), "default_size", 224)
-    if model_name.lower().startswith("coatnet"):
-        model = registry.get_model(model_name, classes=classes, input_shape=(size, size, 3), **kwargs)
-    else:
-        model = registry.get_model(model_name, classes=classes, **kwargs)
+    size = image_size or factory.image_sizes(model_name)[1]
+    if registry.get_spec(model_name).family.static_input:
+        kwargs["input_shape"] = (size, size, 3)
+    model = registry.get_model(model_name, classes=classes, **kwargs)
     return model, size, checkpoint or "random initialisation"
 
 

@@ -1,4 +1,4 @@
-"""python -m effnet_keras.explain IMAGE... --model_name=NAME [--weights=...] [--out=DIR]
+"""python -m effnet_keras.explain IMAGE... (--model_name=NAME [--weights=...] | --model_dir=RUN) [--out=DIR]
 
 Writes one PNG per image (original | Grad-CAM overlay, top-5 classes underneath)
 and a grid of all of them, and prints where it wrote them.
@@ -43,12 +43,36 @@ def _save_png(image, path):
     fileio.write_bytes(path, buffer.getvalue())
 
 
+def _model(args, parser):
+    """-> (model, image size): a run directory's trained classifier, or a registered model."""
+    import effnet_keras
+    from effnet_keras import rundir
+
+    if args.model_dir:
+        if args.weights:
+            parser.error("--weights goes with --model_name; a --model_dir brings its own weights.")
+        try:
+            run = rundir.RunDir.open(args.model_dir)
+        except rundir.RunDirError as err:
+            parser.error(str(err))
+        size = args.image_size or run.eval_size
+        return run.build(size), size
+    kwargs = dict(weights=args.weights, classes=args.classes)
+    if args.image_size:
+        kwargs["input_shape"] = (args.image_size, args.image_size, 3)
+    model = effnet_keras.get_model(args.model_name, **kwargs)
+    return model, model.input_shape[1] or args.image_size
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog=prog_name("effnet_keras.explain"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="PNG/JPEG files")
-    parser.add_argument("--model_name", required=True, help="e.g. efficientnetv2-b0, coatnet-0")
-    parser.add_argument("--weights", default=None, help="weight id or weights file (default: random init)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model_name", help="e.g. efficientnetv2-b0, coatnet-0")
+    source.add_argument("--model_dir", help="a training run directory of ours (its model and trained weights)")
+    parser.add_argument("--weights", default=None, help="with --model_name: weight id or weights file "
+                        "(default: random init)")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--image_size", type=int, default=None, help="default: the model's input size")
     parser.add_argument("--layer", default=None, help="feature layer to explain (default: last feature map)")
@@ -58,14 +82,9 @@ def main(argv=None):
 
     import keras
 
-    import effnet_keras
     from effnet_keras.explain import class_activation_map, grid, overlay_panel
 
-    kwargs = dict(weights=args.weights, classes=args.classes)
-    if args.image_size:
-        kwargs["input_shape"] = (args.image_size, args.image_size, 3)
-    model = effnet_keras.get_model(args.model_name, **kwargs)
-    size = model.input_shape[1]
+    model, size = _model(args, parser)
     images = np.stack([_load_image(p, size) for p in args.images])
     heatmaps, logits = class_activation_map(model, images, layer_name=args.layer, return_logits=True)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))

@@ -16,21 +16,18 @@ the multi-billion-parameter variants.
 import dataclasses
 
 import keras
-from keras import layers
 
-from effnet_keras.layers.attention import resize_relative_position_tables  # noqa: F401 (re-export for weight loaders)
 from effnet_keras.layers.attention import transformer_block
 from effnet_keras.layers.coatnet_blocks import DOWNSAMPLE_MODES
 from effnet_keras.layers.coatnet_blocks import PADDING_MODES
 from effnet_keras.layers.coatnet_blocks import POOL_TYPES
 from effnet_keras.layers.coatnet_blocks import coatnet_mbconv_block
 from effnet_keras.layers.coatnet_blocks import conv_stem
-from effnet_keras.layers.drop import ScheduledDropout
-from effnet_keras.layers.mbconv import dense_initializer
 from effnet_keras.models import common
+from effnet_keras.models import family as families
 
 # Every CoAtNet down-samples 32x; the Transformer stages need whole grids at 1/16 and 1/32.
-SIZE_MULTIPLE = 32
+SIZE_MULTIPLE = families.COATNET.size_multiple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +51,13 @@ class CoAtNetSpec:
     drop_connect_rate: float  # paper Table 10 (ImageNet-1k / 21k pre-training rates)
     default_size: int = 224
     dropout_rate: float = 0.0
+    # timm's CoAtNet configs normalise with mean = std = 0.5: [0, 255] -> [-1, 1] (x / 127.5 - 1).
+    preprocessing: str = "advprop"
+    family: families.Family = families.COATNET
+
+    @property
+    def train_size(self):
+        return self.default_size  # the paper pre-trains at 224 and fine-tunes at 384/512
 
 
 def paper_stages(depths, widths):
@@ -125,7 +129,7 @@ def _validate_spec(spec, head_dim):
             )
 
 
-def _resolve_input_shape(spec, input_tensor, input_shape, include_top, **kwargs):
+def _resolve_input_shape(spec, input_tensor, input_shape, include_top, *, pooling, classes):
     explicit = input_shape
     if explicit is None and input_tensor is not None and len(getattr(input_tensor, "shape", ()) or ()) == 4:
         explicit = tuple(input_tensor.shape[1:])
@@ -134,15 +138,16 @@ def _resolve_input_shape(spec, input_tensor, input_shape, include_top, **kwargs)
         include_top=include_top,
         input_shape=explicit,
         default_size=spec.default_size,
-        channels_required=3,
-        **kwargs,
+        pooling=pooling,
+        classes=classes,
     )
     if explicit is None:  # headless default: a static size too (the bias tables need one)
         input_shape = (spec.default_size, spec.default_size, input_shape[2])
     height, width = input_shape[:2]
-    if height is None or width is None or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+    multiple = spec.family.size_multiple
+    if height is None or width is None or height % multiple or width % multiple:
         raise ValueError(
-            f"{spec.name}: input height and width must be static multiples of {SIZE_MULTIPLE} (the relative "
+            f"{spec.name}: input height and width must be static multiples of {multiple} (the relative "
             f"position tables are sized per grid; rebuild the model for another size). Received: "
             f"input_shape={input_shape!r}"
         )
@@ -178,19 +183,16 @@ def build_coatnet(
     _check_choice("padding", padding, PADDING_MODES)
     head_dim = spec.head_dim if head_dim is None else int(head_dim)
     _validate_spec(spec, head_dim)
-    input_shape = _resolve_input_shape(
-        spec, input_tensor, input_shape, include_top, weights=weights, pooling=pooling, classes=classes
-    )
+    input_shape = _resolve_input_shape(spec, input_tensor, input_shape, include_top, pooling=pooling, classes=classes)
+    resolved = common.resolve_weights(spec, weights, include_top=include_top, classes=classes,
+                                      input_shape=input_shape)
     dropout_rate = spec.dropout_rate if dropout_rate is None else dropout_rate
     drop_connect_rate = spec.drop_connect_rate if drop_connect_rate is None else drop_connect_rate
-    common._check_rate("dropout_rate", dropout_rate)
-    common._check_rate("drop_connect_rate", drop_connect_rate)
+    common.check_rate("dropout_rate", dropout_rate)
+    common.check_rate("drop_connect_rate", drop_connect_rate)
 
     img_input = common.make_input(input_tensor, input_shape)
-    x = img_input
-    if include_preprocessing:
-        # timm's CoAtNet configs normalise with mean = std = 0.5: [0, 255] -> [-1, 1].
-        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
+    x = common.preprocessing(img_input, resolved.preprocessing if include_preprocessing else "none")
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     x = conv_stem(x, filters=spec.stem_filters, activation=activation, padding=padding, **bn)
 
@@ -217,34 +219,13 @@ def build_coatnet(
                 x = transformer_block(x, head_dim=head_dim, ln_epsilon=ln_epsilon, **common_kwargs)
             block_index += 1
 
-    x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, pre_logits, ln_epsilon)
+    # GAP -> LN -> [Dense(D4) + tanh] -> dropout -> logits
+    x = common.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                               classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+                               norm_epsilon=ln_epsilon, pre_logits=pre_logits)
     model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
-    common.load_weights(model, weights, model_name=spec.name, include_top=include_top, classes=classes)
+    resolved.load_into(model)
     return model
-
-
-def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, pre_logits, ln_epsilon):
-    """GAP -> LN -> [Dense(D4) + tanh] -> dropout -> logits (float32 under mixed precision)."""
-    if not include_top:
-        if pooling == "avg":
-            return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if pooling == "max":
-            return layers.GlobalMaxPooling2D(name="max_pool")(x)
-        return x
-    width = x.shape[-1]
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = layers.LayerNormalization(epsilon=ln_epsilon, name="head_norm")(x)
-    if pre_logits:
-        x = layers.Dense(width, activation="tanh", kernel_initializer=dense_initializer(), name="head_pre_logits")(x)
-    x = ScheduledDropout(dropout_rate, name="top_dropout")(x)
-    return layers.Dense(
-        classes,
-        activation=classifier_activation,
-        kernel_initializer=dense_initializer(),
-        bias_initializer="zeros",
-        dtype="float32",
-        name="predictions",
-    )(x)
 
 
 def coatnet_structure_stats(
@@ -347,59 +328,9 @@ def CoAtNet(stem_filters, depths, widths, head_dim=32, **kwargs):
 
 
 def _public_builder(spec, public_name):
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        include_preprocessing=True,
-        name=None,
-        dropout_rate=None,
-        drop_connect_rate=None,
-        bn_momentum=0.99,
-        bn_epsilon=1e-5,
-        ln_epsilon=1e-6,
-        activation="gelu",
-        downsample="conv1x1",
-        pool="max",
-        padding="same",
-        pre_logits=True,
-        head_dim=None,
-    ):
-        return build_coatnet(
-            spec,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            include_preprocessing=include_preprocessing,
-            name=name,
-            dropout_rate=dropout_rate,
-            drop_connect_rate=drop_connect_rate,
-            bn_momentum=bn_momentum,
-            bn_epsilon=bn_epsilon,
-            ln_epsilon=ln_epsilon,
-            activation=activation,
-            downsample=downsample,
-            pool=pool,
-            padding=padding,
-            pre_logits=pre_logits,
-            head_dim=head_dim,
-        )
-
     variant = spec.name.rsplit("-", 1)[-1]
-    builder.__name__ = builder.__qualname__ = public_name
-    builder.__doc__ = _DOC.format(
-        name=public_name, drop=spec.drop_connect_rate, head_dim=spec.head_dim, variant=variant
-    )
-    builder.spec = spec
-    return builder
+    doc = _DOC.format(name=public_name, drop=spec.drop_connect_rate, head_dim=spec.head_dim, variant=variant)
+    return common.public_builder(build_coatnet, spec, public_name, doc)
 
 
 CoAtNet0 = _public_builder(COATNET_SPECS["coatnet-0"], "CoAtNet0")
@@ -410,3 +341,5 @@ CoAtNet4 = _public_builder(COATNET_SPECS["coatnet-4"], "CoAtNet4")
 CoAtNet5 = _public_builder(COATNET_SPECS["coatnet-5"], "CoAtNet5")
 CoAtNet6 = _public_builder(COATNET_SPECS["coatnet-6"], "CoAtNet6")
 CoAtNet7 = _public_builder(COATNET_SPECS["coatnet-7"], "CoAtNet7")
+
+PUBLIC_BUILDERS = (CoAtNet0, CoAtNet1, CoAtNet2, CoAtNet3, CoAtNet4, CoAtNet5, CoAtNet6, CoAtNet7)

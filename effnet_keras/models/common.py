@@ -6,23 +6,19 @@ The builders in this package (`efficientnet.py`, `efficientnet_v2.py`,
 classifier head, weight loading) lives here once.
 """
 
+import inspect
 import math
 
 import keras
 from keras import layers
 
+from effnet_keras import weights as weights_lib
 from effnet_keras.layers.drop import ScheduledDropout
-from effnet_keras.layers.drop import StochasticDepth
-from effnet_keras.layers.drop import attach_runtime_rate
-from effnet_keras.layers.drop import detach_runtime_rate
-from effnet_keras.layers.drop import runtime_rate
 from effnet_keras.layers.mbconv import dense_initializer
+from effnet_keras.preprocessing import IMAGENET_MEAN
+from effnet_keras.preprocessing import IMAGENET_STD
+from effnet_keras.preprocessing import check_mode
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# How a family expects its [0, 255] input normalised inside the model.
-PREPROCESSING_MODES = ("imagenet_mean_std", "plus_minus_one", "advprop", "none")
 POOLING_MODES = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
 
@@ -46,10 +42,9 @@ def round_repeats(repeats, depth_coefficient):
     return int(math.ceil(depth_coefficient * repeats))
 
 
-def validate_common_args(
-    *, model_name, include_top, weights, input_shape, pooling, classes, default_size, channels_required=None
-):
-    """The keras.applications argument checks, with the holes closed.
+def validate_common_args(*, model_name, include_top, input_shape, pooling, classes, default_size):
+    """The keras.applications argument checks, with the holes closed (`weights` is checked by
+    `resolve_weights`).
 
     Returns the resolved `input_shape` (a 3-tuple, channels last).
     """
@@ -88,22 +83,6 @@ def validate_common_args(
                 f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
                 f"(the network downsamples 32x). Received: input_shape={input_shape!r}"
             )
-    from effnet_keras.weights import registry as weights_registry
-
-    if weights_registry.looks_like_weight_id(weights):
-        # A weight id: refuse an unpublished one before building anything (V2-XL is 208 M params).
-        entry = weights_registry.lookup(model_name, weights)
-        if include_top and classes != entry.classes:
-            raise ValueError(
-                f"weights={weights!r} for {model_name} has a {entry.classes}-class classifier, so with "
-                f"include_top=True `classes` must be {entry.classes}. Received: classes={classes}. For another "
-                "class count build with include_top=False and add a head (what the fine-tune recipes do)."
-            )
-    if channels_required is not None and weights is not None and channels != channels_required:
-        raise ValueError(
-            f"Pretrained weights for {model_name} expect {channels_required} input channels. "
-            f"Received: input_shape={input_shape!r} with weights={weights!r}"
-        )
     return input_shape
 
 
@@ -145,18 +124,29 @@ def preprocessing(x, mode):
         scale = [1.0 / (255.0 * s) for s in std]
         offset = [-m / s for m, s in zip(mean, std)]
         return layers.Rescaling(scale, offset=offset, dtype="float32", name="normalization")(x)
-    raise ValueError(f"preprocessing mode must be one of {PREPROCESSING_MODES}. Received: {mode!r}")
+    check_mode(mode)
+    return x
 
 
-def classifier_head(x, *, include_top, pooling, classes, classifier_activation, dropout_rate):
-    """GAP -> dropout -> Dense, or the optional pooling of a headless model.
+def classifier_head(x, *, include_top, pooling, classes, classifier_activation, dropout_rate, norm_epsilon=None,
+                    pre_logits=False):
+    """GAP -> [LayerNorm] -> [Dense + tanh] -> dropout -> Dense, or the optional pooling of a
+    headless model.
 
-    The logits layer computes in float32 under mixed precision, so softmax and
-    the loss never see bf16/fp16 logits. The dropout layer exists even at rate 0
-    so a progressive schedule can turn it on without rebuilding the model.
+    EfficientNets use the plain head; CoAtNet adds `head_norm` (`norm_epsilon`) and the
+    paper's `head_pre_logits` (a width-preserving Dense + tanh). The logits layer computes
+    in float32 under mixed precision, so softmax and the loss never see bf16/fp16 logits.
+    The dropout layer exists even at rate 0 so a progressive schedule can turn it on
+    without rebuilding the model.
     """
     if include_top:
+        width = x.shape[-1]
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if norm_epsilon is not None:
+            x = layers.LayerNormalization(epsilon=norm_epsilon, name="head_norm")(x)
+        if pre_logits:
+            x = layers.Dense(width, activation="tanh", kernel_initializer=dense_initializer(),
+                             name="head_pre_logits")(x)
         x = ScheduledDropout(dropout_rate, name="top_dropout")(x)
         return layers.Dense(
             classes,
@@ -173,116 +163,45 @@ def classifier_head(x, *, include_top, pooling, classes, classifier_activation, 
     return x
 
 
-def load_weights(model, weights, *, model_name, include_top, classes):
-    """`weights`: None, a weight id known to the registry, or a path to a file.
+def resolve_weights(spec, weights, *, include_top, classes, input_shape):
+    """The builder's one call about `weights`, made before any layer exists.
 
-    Paths: our `.weights.h5`, a keras.applications legacy `.h5` (matched by
-    layer name, normalisation layers skipped, head skipped when the model has
-    none), or a `.keras` file.
+    Returns `effnet_keras.weights.ResolvedWeights`: the normalisation to build with
+    (a weight id may bring its own) and `.load_into(model)` for the finished model.
     """
-    if weights is None:
-        return
-    from effnet_keras import weights as weights_lib
-
-    weights_lib.load_into(model, weights, model_name=model_name, include_top=include_top, classes=classes)
+    return weights_lib.resolve(spec.name, weights, include_top=include_top, classes=classes,
+                               input_shape=input_shape, preprocessing=spec.preprocessing,
+                               converter=spec.family.converter, unpublished_note=spec.family.weights_note)
 
 
-def set_regularization(model, dropout_rate=None, drop_connect_rate=None):
-    """Change head dropout and stochastic-depth rates in place.
-
-    Used between progressive-learning stages: the weights and the optimizer are
-    untouched. Block i gets `drop_connect_rate * i / num_blocks`. Rates are Python
-    floats read at trace time, so unless every changed layer has a runtime rate
-    (`enable_runtime_rates`, which the TF trainer uses) the model's cached train
-    function is dropped here and the next step re-traces. Returns the number of
-    layers changed.
-    """
-    changed, retrace = 0, False
-    for layer, fraction in _rate_layers(model, dropout_rate is not None, drop_connect_rate is not None):
-        if fraction is None:
-            _check_rate("dropout_rate", dropout_rate)
-            layer.rate = float(dropout_rate)
-        else:
-            _check_rate("drop_connect_rate", drop_connect_rate)
-            layer.rate = float(drop_connect_rate) * fraction
-        variable = runtime_rate(layer)
-        if variable is None:
-            retrace = True
-        else:
-            variable.assign(layer.rate)
-        changed += 1
-    if retrace and hasattr(model, "train_function"):
-        model.train_function = None
-    return changed
-
-
-def enable_runtime_rates(model):
-    """Give the head dropout and every scheduled stochastic-depth layer a runtime rate variable.
-
-    After this, `set_regularization` assigns the variables and a traced train step
-    keeps working with the new rates (no re-trace per progressive stage). TensorFlow
-    only: create the model's train step after calling it (inside the strategy scope
-    when there is one). Returns the number of layers given a variable.
-    """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "enable_runtime_rates is for the TensorFlow backend: a JAX or torch train step takes its state "
-            f"explicitly and would not see the variables. Backend: {keras.backend.backend()!r}"
-        )
-    count = 0
-    for layer, _ in _rate_layers(model, dropout=True, drop_connect=True, strict=False):
-        # A plain keras Dropout (a model from elsewhere) keeps its trace-time rate: set_regularization
-        # then re-traces for it, as before.
-        if not isinstance(layer, (ScheduledDropout, StochasticDepth)):
-            continue
-        if runtime_rate(layer) is None:
-            variable = keras.Variable(float(layer.rate), trainable=False, dtype="float32",
-                                      name=f"{layer.name}_runtime_rate")
-            attach_runtime_rate(layer, variable)
-        count += 1
-    return count
-
-
-def disable_runtime_rates(model):
-    """Detach the runtime rate variables; each layer keeps its last rate as a Python float.
-
-    A SavedModel export traces the model and must not capture variables that are not
-    part of it; the trainer detaches them when training ends. Returns the number of layers.
-    """
-    count = 0
-    for layer in _all_layers(model):
-        if runtime_rate(layer) is not None:
-            detach_runtime_rate(layer)
-            count += 1
-    return count
-
-
-def _rate_layers(model, dropout, drop_connect, strict=True):
-    """(layer, schedule_fraction) for the head dropout (fraction None) and the stochastic-depth layers.
-
-    A stochastic-depth layer without a schedule_fraction cannot follow a new rate: an
-    error when strict, else skipped.
-    """
-    for layer in _all_layers(model):
-        if dropout and isinstance(layer, layers.Dropout) and layer.name.endswith("top_dropout"):
-            yield layer, None
-        if drop_connect and isinstance(layer, StochasticDepth):
-            if layer.schedule_fraction is None:
-                if not strict:
-                    continue
-                raise ValueError(
-                    f"Layer {layer.name!r} has no schedule_fraction; cannot move it to a new drop-connect rate."
-                )
-            yield layer, layer.schedule_fraction
-
-
-def _check_rate(name, value):
+def check_rate(name, value):
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+def public_builder(build_fn, spec, public_name, doc):
+    """A keras.applications-style builder for one variant: `build_fn(spec, **kwargs)` with
+    `spec` bound.
+
+    The signature is declared once, on `build_fn`; the public builder gets it as its
+    `__signature__` (so `help()`, `inspect` and notebook completion show every argument
+    and default) and binds its arguments against it, positionally as keras.applications
+    allows, or raises the usual TypeError for an unknown keyword.
+    """
+    parameters = [
+        p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name, p in inspect.signature(build_fn).parameters.items()
+        if name != "spec"
+    ]
+    signature = inspect.Signature(parameters)
+
+    def builder(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        return build_fn(spec, **bound.arguments)
+
+    builder.__name__ = builder.__qualname__ = public_name
+    builder.__module__ = build_fn.__module__
+    builder.__signature__ = signature
+    builder.__doc__ = doc
+    builder.spec = spec
+    return builder

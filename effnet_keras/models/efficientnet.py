@@ -13,7 +13,7 @@ from keras import layers
 
 from effnet_keras.layers import mbconv
 from effnet_keras.models import common
-from effnet_keras.weights import registry as weights_registry
+from effnet_keras.models import family as families
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,12 @@ class BlockArgs:
 
 @dataclasses.dataclass(frozen=True)
 class NetSpec:
-    """Everything that distinguishes one EfficientNet-style variant from another."""
+    """Everything that distinguishes one EfficientNet-style variant from another.
+
+    Every spec (this one, `CoAtNetSpec`) answers the same questions for the tools:
+    `name`, `default_name`, `family` (traits: static input, size multiple, recipe,
+    converter), `default_size` (eval), `train_size`, `dropout_rate`, `preprocessing`.
+    """
 
     name: str  # registry name, e.g. "efficientnet-b0"
     default_name: str  # keras.applications model name, e.g. "efficientnetb0"
@@ -43,10 +48,11 @@ class NetSpec:
     train_size: int
     dropout_rate: float
     bn_momentum: float
-    preprocessing: str  # see common.PREPROCESSING_MODES
+    preprocessing: str  # see effnet_keras.preprocessing.PREPROCESSING_MODES
     ten_percent_rule: bool  # V1 rounding; V2 is defined without it
     dwconv_name: str = "dwconv"
     head_filters: int = 1280
+    family: families.Family = families.EFFICIENTNET
 
 
 # EfficientNet-B0 (Tan & Le 2019, Table 1); every V1 size scales this table.
@@ -152,30 +158,50 @@ def build_mbconv_net(
     input_shape = common.validate_common_args(
         model_name=spec.name,
         include_top=include_top,
-        weights=weights,
         input_shape=input_shape,
         pooling=pooling,
         classes=classes,
         default_size=spec.default_size,
-        channels_required=3,
     )
+    resolved = common.resolve_weights(spec, weights, include_top=include_top, classes=classes,
+                                      input_shape=input_shape)
     dropout_rate = spec.dropout_rate if dropout_rate is None else dropout_rate
     bn_momentum = spec.bn_momentum if bn_momentum is None else bn_momentum
-    common._check_rate("dropout_rate", dropout_rate)
-    common._check_rate("drop_connect_rate", drop_connect_rate)
-
-    def filters(value):
-        return common.round_filters(value, spec.width, ten_percent_rule=spec.ten_percent_rule)
+    common.check_rate("dropout_rate", dropout_rate)
+    common.check_rate("drop_connect_rate", drop_connect_rate)
+    norm = dict(activation=activation, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
 
     img_input = common.make_input(input_tensor, input_shape)
-    # Weight ids trained with another normalisation (AdvProp, 21k) bring their own.
-    mode = weights_registry.preprocessing_for(spec.name, weights, spec.preprocessing)
-    x = common.preprocessing(img_input, mode if include_preprocessing else "none")
+    x = common.preprocessing(img_input, resolved.preprocessing if include_preprocessing else "none")
+    x = _conv_bn_act(x, spec, spec.blocks[0].filters_in, 3, 2, "stem", **norm)
+    x = _block_stages(x, spec, drop_connect_rate, **norm)
+    x = _conv_bn_act(x, spec, spec.head_filters, 1, 1, "top", **norm)
+    x = common.classifier_head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate,
+    )
+    model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
+    resolved.load_into(model)
+    return model
 
-    x = mbconv.conv2d(x, filters(spec.blocks[0].filters_in), 3, 2, "stem_conv")
-    x = mbconv.batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)
-    x = layers.Activation(activation, name="stem_activation")(x)
 
+def _filters(spec, value):
+    return common.round_filters(value, spec.width, ten_percent_rule=spec.ten_percent_rule)
+
+
+def _conv_bn_act(x, spec, filters, kernel_size, strides, prefix, *, activation, bn_momentum, bn_epsilon):
+    """The stem (3x3/2) and the 1x1 head conv: `{prefix}_conv`, `{prefix}_bn`, `{prefix}_activation`."""
+    x = mbconv.conv2d(x, _filters(spec, filters), kernel_size, strides, f"{prefix}_conv")
+    x = mbconv.batch_norm(x, f"{prefix}_bn", bn_momentum, bn_epsilon)
+    return layers.Activation(activation, name=f"{prefix}_activation")(x)
+
+
+def _block_stages(x, spec, drop_connect_rate, *, activation, bn_momentum, bn_epsilon):
+    """Every stage of the block table, depth-scaled; block i of N drops with rate * i / N."""
     repeats = [common.round_repeats(b.repeats, spec.depth) for b in spec.blocks]
     for stage, count in enumerate(repeats, start=1):
         if count <= 0:
@@ -183,7 +209,7 @@ def build_mbconv_net(
     num_blocks = float(sum(repeats))
     block_index = 0
     for stage, (args, count) in enumerate(zip(spec.blocks, repeats), start=1):
-        filters_in, filters_out = filters(args.filters_in), filters(args.filters_out)
+        filters_in, filters_out = _filters(spec, args.filters_in), _filters(spec, args.filters_out)
         for j in range(count):
             fraction = block_index / num_blocks
             kwargs = dict(
@@ -205,21 +231,7 @@ def build_mbconv_net(
             else:
                 x = mbconv.mbconv_block(x, dwconv_name=spec.dwconv_name, **kwargs)
             block_index += 1
-
-    x = mbconv.conv2d(x, filters(spec.head_filters), 1, 1, "top_conv")
-    x = mbconv.batch_norm(x, "top_bn", bn_momentum, bn_epsilon)
-    x = layers.Activation(activation, name="top_activation")(x)
-    x = common.classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        dropout_rate=dropout_rate,
-    )
-    model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
-    common.load_weights(model, weights, model_name=spec.name, include_top=include_top, classes=classes)
-    return model
+    return x
 
 
 def EfficientNet(phi, alpha=1.2, beta=1.1, gamma=1.15, **kwargs):
@@ -244,44 +256,8 @@ _DOC = """Builds {name} ({family}) as a Keras Functional model, keras.applicatio
 
 
 def _public_builder(spec, public_name, family):
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        include_preprocessing=True,
-        name=None,
-        dropout_rate=None,
-        drop_connect_rate=0.2,
-        bn_momentum=None,
-        bn_epsilon=1e-3,
-        activation="swish",
-    ):
-        return build_mbconv_net(
-            spec,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            include_preprocessing=include_preprocessing,
-            name=name,
-            dropout_rate=dropout_rate,
-            drop_connect_rate=drop_connect_rate,
-            bn_momentum=bn_momentum,
-            bn_epsilon=bn_epsilon,
-            activation=activation,
-        )
-
-    builder.__name__ = builder.__qualname__ = public_name
-    builder.__doc__ = _DOC.format(name=public_name, family=family, size=spec.default_size, dropout=spec.dropout_rate)
-    builder.spec = spec
-    return builder
+    doc = _DOC.format(name=public_name, family=family, size=spec.default_size, dropout=spec.dropout_rate)
+    return common.public_builder(build_mbconv_net, spec, public_name, doc)
 
 
 EfficientNetB0 = _public_builder(V1_SPECS["efficientnet-b0"], "EfficientNetB0", "EfficientNet V1")
@@ -294,3 +270,6 @@ EfficientNetB6 = _public_builder(V1_SPECS["efficientnet-b6"], "EfficientNetB6", 
 EfficientNetB7 = _public_builder(V1_SPECS["efficientnet-b7"], "EfficientNetB7", "EfficientNet V1")
 EfficientNetB8 = _public_builder(V1_SPECS["efficientnet-b8"], "EfficientNetB8", "EfficientNet V1")
 EfficientNetL2 = _public_builder(V1_SPECS["efficientnet-l2"], "EfficientNetL2", "EfficientNet V1")
+
+PUBLIC_BUILDERS = (EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3, EfficientNetB4, EfficientNetB5,
+                   EfficientNetB6, EfficientNetB7, EfficientNetB8, EfficientNetL2)

@@ -5,6 +5,7 @@ the shared `build_mbconv_net`. Stages 1-3 are Fused-MBConv (no SE), the rest
 MBConv with SE 0.25.
 """
 
+from effnet_keras.models import family as families
 from effnet_keras.models.efficientnet import BlockArgs
 from effnet_keras.models.efficientnet import NetSpec
 from effnet_keras.models.efficientnet import _public_builder
@@ -101,6 +102,7 @@ def v2_spec(variant):
         preprocessing=preprocessing,
         ten_percent_rule=False,
         dwconv_name="dwconv2",
+        family=families.EFFICIENTNET_V2,
     )
 
 
@@ -115,3 +117,6 @@ EfficientNetV2M = _public_builder(V2_SPECS["efficientnetv2-m"], "EfficientNetV2M
 EfficientNetV2L = _public_builder(V2_SPECS["efficientnetv2-l"], "EfficientNetV2L", "EfficientNetV2")
 EfficientNetV2XL = _public_builder(V2_SPECS["efficientnetv2-xl"], "EfficientNetV2XL", "EfficientNetV2")
 EfficientNetV2Nano = _public_builder(V2_SPECS["efficientnetv2-nano"], "EfficientNetV2Nano", "EfficientNetV2 (demo size)")
+
+PUBLIC_BUILDERS = (EfficientNetV2B0, EfficientNetV2B1, EfficientNetV2B2, EfficientNetV2B3, EfficientNetV2S,
+                   EfficientNetV2M, EfficientNetV2L, EfficientNetV2XL, EfficientNetV2Nano)

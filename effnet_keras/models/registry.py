@@ -1,22 +1,37 @@
-"""Model registry: canonical names (automl style) -> builders.
+"""Model registry: canonical names (automl style) -> (spec, builder).
 
-`get_model("efficientnetv2-s", **kwargs)` and `list_models()`; other families
-(CoAtNet) add themselves with `register_model`.
+`get_model("efficientnetv2-s", **kwargs)`, `get_spec(name)` (the variant's table row and
+its family's traits, which every tool reads instead of parsing the name) and
+`list_models()`; a new family registers its variants with `register_model`.
 """
 
+import dataclasses
 import re
 
 from effnet_keras.models import coatnet
 from effnet_keras.models import efficientnet
 from effnet_keras.models import efficientnet_v2
 
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    spec: object  # NetSpec / CoAtNetSpec: name, family, default_size, train_size, dropout_rate, ...
+    builder: object  # the public keras.applications-style builder
+
+
 _REGISTRY = {}
 
 
-def register_model(name, builder):
-    if name in _REGISTRY and _REGISTRY[name] is not builder:
-        raise ValueError(f"Model name {name!r} is already registered to {_REGISTRY[name].__name__}.")
-    _REGISTRY[name] = builder
+def register_model(name, builder, spec=None):
+    """Register `builder` under `name`; `spec` defaults to `builder.spec` and must carry `family`."""
+    spec = spec if spec is not None else getattr(builder, "spec", None)
+    if spec is None or not hasattr(spec, "family"):
+        raise ValueError(f"register_model({name!r}): the builder needs a spec with a `family` (pass spec=, or set "
+                         "builder.spec); training, export and the weight loaders read the family's traits from it.")
+    if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+        raise ValueError(f"Model name {name!r} is already registered to {_REGISTRY[name].builder.__name__}.")
+    _REGISTRY[name] = ModelEntry(name, spec, builder)
     return builder
 
 
@@ -32,11 +47,20 @@ def _canonical(name):
     return None
 
 
-def get_builder(name):
+def get_entry(name):
     key = _canonical(name)
     if key is None:
         raise ValueError(f"Unknown model name {name!r}. Available models: {', '.join(list_models())}")
     return _REGISTRY[key]
+
+
+def get_builder(name):
+    return get_entry(name).builder
+
+
+def get_spec(name):
+    """The registered variant's spec (`spec.family` holds the family's traits)."""
+    return get_entry(name).spec
 
 
 def get_model(name, **kwargs):
@@ -60,39 +84,6 @@ def _sort_key(name):
     return (family, len(order) + (int(variant) if variant.isdigit() else 0), variant)
 
 
-for _spec_name, _builder in (
-    [(f"efficientnet-{v}", getattr(efficientnet, f"EfficientNet{v.upper()}")) for v in efficientnet.V1_VARIANTS]
-    + [(f"efficientnetv2-{v}", getattr(efficientnet_v2, "EfficientNetV2" + ("Nano" if v == "nano" else v.upper()))) for v in efficientnet_v2.V2_VARIANTS]
-):
-    register_model(_spec_name, _builder)
-
-for _variant in sorted(coatnet.COATNET_SPECS):
-    register_model(_variant, getattr(coatnet, "CoAtNet" + _variant.rsplit("-", 1)[1]))
-
-
-def build_classifier(name, classes, image_size=None, **kwargs):
-    """The training architecture: a classifier that takes any input size.
-
-    keras.applications builders require a static size with include_top=True; for
-    progressive training (sizes change per stage) and for exports, EfficientNets
-    are built headless at (None, None, 3) with the standard head (`avg_pool`,
-    `top_dropout`, `predictions`, logits). CoAtNet's relative-position tables need
-    a static size, so it is built at `image_size`.
-    """
-    from effnet_keras.models import common
-
-    if name.lower().startswith("coatnet"):
-        if not image_size:
-            raise ValueError(f"{name} needs a static image_size (a multiple of 32).")
-        return get_model(name, include_top=True, classes=classes, classifier_activation=None,
-                         input_shape=(image_size, image_size, 3), **kwargs)
-    builder = get_builder(name)
-    dropout = kwargs.pop("dropout_rate", None)
-    if dropout is None:
-        dropout = builder.spec.dropout_rate
-    import keras
-
-    backbone = builder(include_top=False, input_shape=(None, None, 3), dropout_rate=dropout, **kwargs)
-    outputs = common.classifier_head(backbone.output, include_top=True, pooling=None, classes=classes,
-                                     classifier_activation=None, dropout_rate=dropout)
-    return keras.Model(backbone.inputs, outputs, name=backbone.name)
+for _module in (efficientnet, efficientnet_v2, coatnet):
+    for _builder in _module.PUBLIC_BUILDERS:
+        register_model(_builder.spec.name, _builder)

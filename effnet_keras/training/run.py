@@ -9,12 +9,13 @@ import keras
 from absl import logging
 
 from effnet_keras import fileio
+from effnet_keras import rundir
+from effnet_keras.models import factory
 from effnet_keras.models import registry
+from effnet_keras.rundir import image_sizes
+from effnet_keras.weights import keras_h5
 from effnet_keras.weights import weight_ids
 from effnet_keras.training import config as config_lib
-from effnet_keras.training.model_builder import build_training_model
-from effnet_keras.training.model_builder import default_sizes
-from effnet_keras.training.model_builder import model_spec
 from effnet_keras.training import optim
 from effnet_keras.training import plan as plan_lib
 from effnet_keras.training import strategy as strategy_lib
@@ -43,39 +44,33 @@ def build_schedule(config, train_size):
     from effnet_keras.training.schedules import ProgressiveSchedule
 
     name = config["model"]["name"]
-    if config["train"]["progressive"]["num_stages"] > 1 and name.lower().startswith("coatnet"):
+    spec = registry.get_spec(name)
+    if config["train"]["progressive"]["num_stages"] > 1 and not spec.family.progressive:
         raise config_lib.ConfigError(
-            "train.progressive.num_stages > 1 is not supported for CoAtNet (its relative-position tables fix the "
-            "input size per model); train CoAtNet at a fixed size (train.progressive.num_stages=0)."
+            f"train.progressive.num_stages > 1 is not supported for {name} (a {spec.family.name} model: its input "
+            "size is fixed per model); train it at a fixed size (train.progressive.num_stages=0)."
         )
-    spec = model_spec(name)
-    return ProgressiveSchedule.from_config(config, model_dropout_rate=getattr(spec, "dropout_rate", 0.2),
+    return ProgressiveSchedule.from_config(config, model_dropout_rate=spec.dropout_rate,
                                            final_image_size=train_size)
 
 
 def _init_from_checkpoint(model, source, config):
     """train.ft_init_ckpt: a model_dir of ours (EMA weights preferred) or a weights file.
 
-    The backbone is copied by layer name; a classifier whose shape differs (other
-    class count) keeps its fresh initialisation, and the log says so.
+    The backbone is copied by layer name (`keras_h5.assign_by_name`: any other mismatch
+    is an error naming the layer); a head the donor lacks, or whose shape differs (other
+    class count), keeps its fresh initialisation, and the log says so. Returns the
+    re-initialised layers.
     """
+    name = config["model"]["name"]
     if fileio.isdir(source):  # local or a bucket path
-        ema = os.path.join(source, "ema.weights.h5")
-        path = ema if fileio.exists(ema) else os.path.join(source, "model.weights.h5")
-        cfg_path = os.path.join(source, "config.yaml")
-        if not fileio.exists(path) or not fileio.exists(cfg_path):
-            raise ValueError(f"train.ft_init_ckpt={source!r}: expected ema.weights.h5 or model.weights.h5 and config.yaml there.")
-        src_cfg = config_lib.load_yaml(cfg_path)
-        donor = build_training_model(src_cfg, src_cfg["data"]["num_classes"], default_sizes(src_cfg)[0])
-        from effnet_keras.weights import keras_h5, load_native
-
-        load_native(donor, path)  # a damaged file: WeightsFileError naming it
-        arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}
-        # CoAtNet trained at another size (224 -> 384, paper A.1): bias tables resized, one log line.
-        arrays = keras_h5.fit_relative_position_tables(model, arrays, source=path)
-        logging.info("Fine-tune init from %s (%s).", path, "EMA weights" if path == ema else "raw weights")
+        try:
+            donor_run = rundir.RunDir.open(source)
+        except rundir.RunDirError as err:
+            raise ValueError(f"train.ft_init_ckpt: {err}") from None
+        donor, where = donor_run.build(), donor_run.weights_path
+        logging.info("Fine-tune init from %s (%s weights).", where, "EMA" if donor_run.is_ema else "raw")
     else:
-        name = config["model"]["name"]
         if not fileio.exists(source) and weight_ids(name) and source in weight_ids(name):
             # An id also fixes the in-model normalisation (AdvProp, 21k): the model must be built with it.
             raise ValueError(
@@ -84,19 +79,15 @@ def _init_from_checkpoint(model, source, config):
                 "class count differs)."
             )
         # A weights file: the loaders match by layer name and skip a head the donor lacks.
-        shape = tuple(model.input_shape[1:]) if name.lower().startswith("coatnet") else (None, None, 3)
-        donor = registry.get_model(name, include_top=False, input_shape=shape, weights=source)
-        arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}
-    own = {layer.name: layer for layer in model.layers if layer.weights}
-    skipped = [n for n, a in arrays.items() if n in own and [w.shape for w in own[n].weights] != [x.shape for x in a]]
-    usable = {n: a for n, a in arrays.items() if n in own and n not in skipped}
-    missing = [n for n in own if n not in usable]
-    for name, values in usable.items():
-        own[name].set_weights(values)
-    if len(usable) < 5:
-        raise ValueError(f"train.ft_init_ckpt={source!r} matched only {len(usable)} layers; wrong architecture?")
-    logging.warning("Fine-tune init: %d layers restored; re-initialised: %s", len(usable), missing or "none")
-    return missing
+        donor, where = factory.build_backbone(name, model.input_shape[1], weights=source), source
+    arrays = {layer.name: layer.get_weights() for layer in donor.layers if layer.weights}
+    # CoAtNet trained at another size (224 -> 384, paper A.1): bias tables resized, one log line.
+    skipped = keras_h5.assign_by_name(model, arrays, source=where, new_head_ok=True, missing_head_ok=True)
+    loaded = set(arrays) - set(skipped)
+    reinitialised = [layer.name for layer in model.layers if layer.weights and layer.name not in loaded]
+    logging.warning("Fine-tune init: %d layers restored; re-initialised: %s", len(loaded & {layer.name for layer in
+                    model.layers}), reinitialised or "none")
+    return reinitialised
 
 
 def loss_kind(config, info):
@@ -133,7 +124,7 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     if runtime["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     info = data_lib.dataset_info(config["data"])
-    train_size, eval_size = default_sizes(config)
+    train_size, eval_size = image_sizes(config)
     schedule = build_schedule(config, train_size)
     replicas = strategy.num_replicas_in_sync
     base_batch = int(train_cfg["batch_size"])
@@ -146,7 +137,7 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     logging.info("Strategy %s with %d replica(s), policy %s, %d stage(s): %s", type(strategy).__name__, replicas,
                  policy, len(plans), [(p.stage.image_size, p.batch_size) for p in plans])
     with strategy.scope():
-        model = build_training_model(config, info["num_classes"], train_size)
+        model = rundir.build_model(config, info["num_classes"], train_size)
         if train_cfg["ft_init_ckpt"] and mode != "eval":
             _init_from_checkpoint(model, train_cfg["ft_init_ckpt"], config)
 

@@ -23,9 +23,9 @@ from absl import logging
 
 from effnet_keras import _keras_internals as keras_internals
 from effnet_keras import fileio
-from effnet_keras.models.common import disable_runtime_rates
-from effnet_keras.models.common import enable_runtime_rates
-from effnet_keras.models.common import set_regularization
+from effnet_keras.training.regularization import disable_runtime_rates
+from effnet_keras.training.regularization import enable_runtime_rates
+from effnet_keras.training.regularization import set_regularization
 from effnet_keras.training import optim
 from effnet_keras.training.plan import StagePlan  # noqa: F401  (re-exported for callers)
 

@@ -12,6 +12,7 @@ A file trained for another class count loads its backbone and leaves the classif
 initialised, with a warning (fine-tuning a 21k checkpoint on 10 classes).
 """
 
+import dataclasses
 import os
 import warnings
 
@@ -23,29 +24,73 @@ from effnet_keras.weights.files import WeightsFileError
 from effnet_keras.weights.registry import lookup
 from effnet_keras.weights.registry import weight_ids
 
-__all__ = ["load_into", "load_file", "lookup", "weight_ids", "detect_format", "WeightsFileError"]
+__all__ = ["resolve", "ResolvedWeights", "load_into", "load_file", "lookup", "weight_ids", "detect_format",
+           "WeightsFileError"]
 
 STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
-def load_into(model, weights, *, model_name, include_top, classes):
+@dataclasses.dataclass(frozen=True)
+class ResolvedWeights:
+    """What a builder needs to know about its `weights=` before it lays out a layer."""
+
+    source: object  # None, a weight id or a path
+    model_name: str
+    preprocessing: str  # the in-model normalisation these weights were trained with
+    converter: str  # the model family's timm converter (spec.family.converter)
+    include_top: bool
+    classes: int
+
+    def load_into(self, model):
+        if self.source is None:
+            return []
+        return load_into(model, self.source, model_name=self.model_name, include_top=self.include_top,
+                         classes=self.classes, converter=self.converter)
+
+
+def resolve(model_name, weights, *, include_top, classes, input_shape, preprocessing, converter, unpublished_note=None):
+    """The one call a builder makes about `weights`, before building anything.
+
+    A weight id is looked up now (an unpublished one is refused before V2-XL's 208 M
+    parameters are allocated), its classifier checked against `include_top`/`classes`,
+    and its normalisation (AdvProp, 21k) replaces the architecture's `preprocessing`.
+    """
+    if registry.looks_like_weight_id(weights):
+        entry = lookup(model_name, weights, unpublished_note)
+        if include_top and classes != entry.classes:
+            raise ValueError(
+                f"weights={weights!r} for {model_name} has a {entry.classes}-class classifier, so with "
+                f"include_top=True `classes` must be {entry.classes}. Received: classes={classes}. For another "
+                "class count build with include_top=False and add a head (what the fine-tune recipes do)."
+            )
+        preprocessing = entry.preprocessing
+    if weights is not None and input_shape[-1] != 3:
+        raise ValueError(
+            f"Pretrained weights for {model_name} expect 3 input channels. Received: input_shape={input_shape!r} "
+            f"with weights={weights!r}"
+        )
+    return ResolvedWeights(weights, model_name, preprocessing, converter, include_top, classes)
+
+
+def load_into(model, weights, *, model_name, include_top, classes, converter=None):
     """Load `weights` (a path or a registered weight id) into a freshly built model."""
     path = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if not isinstance(path, str):
         raise ValueError(f"`weights` must be None, a weight id or a file path. Received: weights={weights!r}")
     if fileio.is_remote(path) and files.remote_exists(path):  # a bucket: read from a local temp copy
         with fileio.local_copy(path, reader="the weights loader") as local:
-            return load_file(model, local, include_top=include_top, model_name=model_name)
+            return load_file(model, local, include_top=include_top, model_name=model_name, converter=converter)
     if os.path.exists(path) or os.path.exists(path + ".index"):
-        return load_file(model, path, include_top=include_top, model_name=model_name)
+        return load_file(model, path, include_top=include_top, model_name=model_name, converter=converter)
     if registry.looks_like_weight_id(path):
         entry = lookup(model_name, path)  # raises, listing this model's ids, when it has no such id
         from effnet_keras.weights import download
 
         local = os.path.normpath(download.fetch(entry, include_top=include_top))
         try:
-            return load_file(model, local, include_top=include_top, model_name=model_name, file_format=entry.format)
+            return load_file(model, local, include_top=include_top, model_name=model_name, file_format=entry.format,
+                             converter=converter)
         except WeightsFileError as err:  # passed the download's hash check, yet unreadable: fetch afresh next time
             download.discard(local)
             raise WeightsFileError(
@@ -77,7 +122,9 @@ def detect_format(path):
     )
 
 
-def load_file(model, path, *, include_top=True, model_name=None, file_format=None):
+def load_file(model, path, *, include_top=True, model_name=None, file_format=None, converter=None):
+    """`converter`: the model family's timm converter ("efficientnet" | "coatnet", the spec's
+    `family.converter`); needed for timm state dicts only."""
     file_format = file_format or detect_format(path)
     if file_format == "native":
         return load_native(model, path, include_top=include_top)
@@ -85,13 +132,16 @@ def load_file(model, path, *, include_top=True, model_name=None, file_format=Non
         return keras_h5.assign_by_name(model, keras_h5.read_legacy_h5(path), source=path,
                                        skip_head=not include_top, new_head_ok=True)
     if file_format == "timm":
-        if str(model_name or model.name).lower().startswith("coatnet"):
+        if converter == "coatnet":
             from effnet_keras.weights.timm_coatnet import load_timm_coatnet
 
             return load_timm_coatnet(model, path)
-        from effnet_keras.weights.timm_efficientnet import load_timm_efficientnet
+        if converter == "efficientnet":
+            from effnet_keras.weights.timm_efficientnet import load_timm_efficientnet
 
-        return load_timm_efficientnet(model, path, include_top=include_top)
+            return load_timm_efficientnet(model, path, include_top=include_top)
+        raise ValueError(f"{path!r} is a timm state dict: pass converter='efficientnet' or 'coatnet' (the model "
+                         f"family's `spec.family.converter`). Received: converter={converter!r}")
     if file_format == "tf_checkpoint":
         from effnet_keras.weights.automl_checkpoint import load_automl_checkpoint
 

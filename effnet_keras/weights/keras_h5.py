@@ -18,6 +18,8 @@ from effnet_keras.weights import files
 # keras.applications layers whose weights our models hold as constants instead.
 PREPROCESSING_LAYERS = ("normalization", "rescaling")
 HEAD_LAYERS = ("predictions",)
+# Layers a model has only with include_top=True (CoAtNet's head adds a norm and pre-logits).
+TOP_ONLY_LAYERS = ("head_norm", "head_pre_logits", "predictions")
 
 
 def is_legacy_h5(path):
@@ -48,13 +50,17 @@ def _is_preprocessing(name):
     return any(name == p or name.startswith(p + "_") for p in PREPROCESSING_LAYERS)
 
 
-def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_ok=False):
+def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_ok=False, missing_head_ok=False):
     """Set each model layer's weights from `arrays_by_layer`; every mismatch names the layer.
 
+    The one name-matching assigner: legacy `.h5`, native files into another graph, the
+    converters and fine-tune initialisation all end here.
     skip_head: the file's classifier is ignored (a headless model).
     new_head_ok: a classifier whose class count differs from the file's (e.g. a 21k head into a
     10-class model) keeps its fresh initialisation, with a warning saying so; without it that
     is a shape error like any other.
+    missing_head_ok: the file may lack the model's head layers (a headless donor); they keep
+    their fresh initialisation.
     Returns the list of skipped file layers (preprocessing, head).
     """
     layers = {layer.name: layer for layer in model.layers}
@@ -82,7 +88,8 @@ def assign_by_name(model, arrays_by_layer, *, source, skip_head=False, new_head_
         if expected != got:
             raise ValueError(f"{source}: shape mismatch for layer {name!r}: {_mismatch(layer, got)}.")
         layer.set_weights(arrays)
-    missing = [l.name for l in model.layers if l.weights and l.name not in arrays_by_layer]
+    missing = [l.name for l in model.layers if l.weights and l.name not in arrays_by_layer
+               and not (missing_head_ok and l.name in TOP_ONLY_LAYERS)]
     if missing:
         raise ValueError(f"{source}: the file has no weights for layers {missing[:10]}{' ...' if len(missing) > 10 else ''}.")
     return skipped

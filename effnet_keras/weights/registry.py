@@ -64,8 +64,9 @@ def looks_like_weight_id(value):
             and not os.path.exists(value) and not os.path.exists(value + ".index"))
 
 
-def lookup(model_name, weight_id):
-    """The entry for `model_name` x `weight_id`; a ValueError lists what exists otherwise."""
+def lookup(model_name, weight_id, unpublished_note=None):
+    """The entry for `model_name` x `weight_id`; a ValueError lists what exists otherwise
+    (`unpublished_note`, the family's `weights_note`, says why a model has none)."""
     model = _canonical_model(model_name)
     ids = _table().get(model, {})
     if weight_id not in ids:
@@ -74,7 +75,7 @@ def lookup(model_name, weight_id):
             hint = f"Weights published for {model}: {available}"
         else:
             hint = (f"No pretrained weights are published for {model}"
-                    + (" (Google never released CoAtNet checkpoints)" if model.startswith("coatnet") else ""))
+                    + (f" ({unpublished_note})" if unpublished_note else ""))
         raise ValueError(
             f"No weights {weight_id!r} for {model}. {hint}. Pass weights=None to train from scratch, or the "
             "path to a weights file (ours, keras.applications .h5, automl checkpoint, timm state dict)."
@@ -82,17 +83,9 @@ def lookup(model_name, weight_id):
     return WeightEntry(model=model, weight_id=weight_id, **ids[weight_id])
 
 
-def preprocessing_for(model_name, weights, default):
-    """The in-model normalisation a model built with `weights` needs: the entry's for a weight id,
-    else the architecture's default (paths, None)."""
-    if isinstance(weights, str) and weights in weight_ids(model_name):
-        return lookup(model_name, weights).preprocessing
-    return default
-
-
 def validate_table(table=None):
     """Every entry complete and well-formed; returns the number of entries (used by the tests)."""
-    from effnet_keras.models.common import PREPROCESSING_MODES
+    from effnet_keras.preprocessing import PREPROCESSING_MODES
 
     table = _table() if table is None else table
     count = 0

@@ -29,8 +29,8 @@ import numpy as np
 
 from effnet_keras.layers.attention import RelativeAttention
 from effnet_keras.layers.attention import resize_relative_position_table
-from effnet_keras.weights import files
 from effnet_keras.weights import keras_h5
+from effnet_keras.weights.state_dict import read_state_dict
 
 # Buffers timm keeps in its state dict that carry no learned value.
 IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index")
@@ -66,31 +66,6 @@ TOP_MODULES = {
     "predictions": ("head.fc", WB),
 }
 BLOCK_NAME = re.compile(r"^stage(\d+)_block(\d+)_(.+)$")
-
-
-def read_state_dict(path):
-    """{name: np.ndarray} from a `.safetensors` file (needs `safetensors`) or a torch `.pth/.pt/.bin` (needs torch)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"No such state-dict file: {path!r}")
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        with files.reading(path, expected=files.TIMM):  # truncated / not a safetensors file
-            return dict(load_file(path))
-    if path.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as err:  # pragma: no cover - depends on the machine
-            raise ImportError(f"Reading {path!r} needs PyTorch; convert it to .safetensors or install torch.") from err
-        with files.reading(path, expected=files.TIMM):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-                state = state[wrapper]
-                break
-        return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
-    raise ValueError(f"Cannot tell the format of {path!r}: expected .safetensors, .pth, .pt or .bin")
 
 
 def load_timm_coatnet(model, path, **kwargs):

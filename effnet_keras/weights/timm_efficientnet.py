@@ -19,7 +19,7 @@ import numpy as np
 
 from effnet_keras.weights import keras_h5
 from effnet_keras.weights import layout
-from effnet_keras.weights.timm_coatnet import read_state_dict
+from effnet_keras.weights.state_dict import read_state_dict
 
 TIMM_MODULES = {
     ("mbconv", False): {"dwconv": "conv_dw", "bn": "bn1", "project_conv": "conv_pw", "project_bn": "bn2"},

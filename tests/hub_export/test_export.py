@@ -187,7 +187,7 @@ def test_bundle_contents(nano):
 def test_cli_from_training_run_prefers_ema(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    model = effnet_keras.models.registry.build_classifier("efficientnetv2-nano", 4)
+    model = effnet_keras.build_classifier("efficientnetv2-nano", 4)
     model.save_weights(str(run / "model.weights.h5"))
     for v in model.trainable_variables:
         v.assign(v * 0.5)

@@ -20,7 +20,7 @@ from effnet_keras.layers.attention import relative_attention_layers
 from effnet_keras.layers.attention import relative_position_index
 from effnet_keras.layers.attention import resize_relative_position_table
 from effnet_keras.models import coatnet
-from effnet_keras.models.coatnet import resize_relative_position_tables
+from effnet_keras.layers.attention import resize_relative_position_tables
 from effnet_keras.weights.timm_coatnet import convert_timm_coatnet
 from effnet_keras.weights.timm_coatnet import load_timm_coatnet
 

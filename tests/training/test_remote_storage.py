@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from effnet_keras import fileio
+from effnet_keras import rundir
 from effnet_keras.training import config as config_lib
 from tests.training.test_runs import TINY
 from tests.training.test_runs import tiny_config
@@ -168,7 +169,7 @@ def test_fine_tune_init_from_a_run_directory_on_ram(ram_root, empty_cwd):
     donor_cfg = tiny_config()
     donor_dir = f"{ram_root}/donor"
     config_lib.write_or_check(donor_cfg, donor_dir)
-    donor = run_lib.build_training_model(donor_cfg, 10, 32)
+    donor = rundir.build_model(donor_cfg, 10, 32)
     for v in donor.weights:
         v.assign(np.full(v.shape, 0.5, v.dtype))
     fileio.save_weights(donor, f"{donor_dir}/ema.weights.h5")
@@ -177,11 +178,11 @@ def test_fine_tune_init_from_a_run_directory_on_ram(ram_root, empty_cwd):
     fileio.save_weights(donor, f"{donor_dir}/model.weights.h5")
 
     cfg = tiny_config(f"train.ft_init_ckpt={donor_dir},data.num_classes=12")
-    model = run_lib.build_training_model(cfg, 12, 32)
+    model = rundir.build_model(cfg, 12, 32)
     assert run_lib._init_from_checkpoint(model, donor_dir, cfg) == ["predictions"]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel), 0.5)  # EMA
     # A weights file on ram:// (not a run directory) loads through the weights loaders.
-    file_model = run_lib.build_training_model(cfg, 12, 32)
+    file_model = rundir.build_model(cfg, 12, 32)
     assert run_lib._init_from_checkpoint(file_model, f"{donor_dir}/model.weights.h5", cfg) == ["predictions"]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(file_model.get_layer("stem_conv").kernel), -1.0)
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from effnet_keras import rundir
 from effnet_keras.training import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,7 +125,7 @@ def test_fine_tune_init_restores_backbone_ema_and_reinitialises_other_head(tmp_p
     donor_dir = tmp_path / "donor"
     donor_dir.mkdir()
     config_lib.write_or_check(donor_cfg, str(donor_dir))
-    donor = run_lib.build_training_model(donor_cfg, 10, 32)
+    donor = rundir.build_model(donor_cfg, 10, 32)
     for v in donor.weights:  # recognisable values
         v.assign(np.full(v.shape, 0.5, v.dtype))
     donor.save_weights(str(donor_dir / "ema.weights.h5"))
@@ -133,14 +134,14 @@ def test_fine_tune_init_restores_backbone_ema_and_reinitialises_other_head(tmp_p
     donor.save_weights(str(donor_dir / "model.weights.h5"))
 
     cfg = tiny_config(f"train.ft_init_ckpt={donor_dir},data.num_classes=12")
-    model = run_lib.build_training_model(cfg, 12, 32)
+    model = rundir.build_model(cfg, 12, 32)
     head_before = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel).copy()
     missing = run_lib._init_from_checkpoint(model, str(donor_dir), cfg)
     assert missing == ["predictions"]  # 10 -> 12 classes: head keeps its fresh init
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("predictions").kernel), head_before)
     stem = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)
     np.testing.assert_array_equal(stem, 0.5)  # EMA values preferred over the raw ones
-    with pytest.raises(ValueError, match="expected ema.weights.h5 or model.weights.h5"):
+    with pytest.raises(ValueError, match="train.ft_init_ckpt: .* no config.yaml there"):
         run_lib._init_from_checkpoint(model, str(tmp_path), cfg)
 
 
