@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from effnet_keras.config_schema import TFDS_NAMES
+
 IMAGENET_CLASSES = 1000
 IMAGENET21K_CLASSES = 21843
 
@@ -41,8 +43,8 @@ TFRECORD_SPLITS = {
 # A split may also be written out: "<glob>" or "<glob>[start:stop]" over the sorted files.
 _EXPLICIT_SPLIT = re.compile(r"^(?P<glob>[^\[\]]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
-# TFDS datasets we have configs for; splits live in effnet_keras/configs/datasets/*.yaml (none overlap).
-TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "tf_flowers", "imagenet2012")
+# TFDS datasets we have configs for: config_schema.TFDS_NAMES (the schema validates data.tfds_name);
+# their splits live in effnet_keras/configs/datasets/*.yaml.
 
 
 # ---------------------------------------------------------------------- digits

@@ -2,9 +2,14 @@
 
 Like automl's `hparams.py`, but every key must already exist in `effnet_keras/configs/base.yaml`
 (a typo is an error naming the key and the allowed keys, never a silently new
-setting), values keep the type of the base value, and the merged config is
-written to `model_dir/config.yaml` so a rerun in the same directory can tell
-whether it is resuming the same job.
+setting), and the merged config is written to `model_dir/config.yaml` so a rerun in
+the same directory can tell whether it is resuming the same job.
+
+base.yaml holds the defaults; the types and constraints live in
+`effnet_keras.config_schema` (one dataclass per section): `merge` coerces each value
+to its field's type, `validate` checks the whole config with `RunConfig.from_dict`.
+Configs stay plain dicts here (`config["model"]["name"]`). Every error is a
+`ConfigError` (re-exported from config_schema; a ValueError).
 """
 
 import copy
@@ -13,30 +18,13 @@ import os
 
 import yaml
 
+from effnet_keras import config_schema
 from effnet_keras import fileio
+from effnet_keras.config_schema import ConfigError  # also re-exported: config_lib.ConfigError
 
 # The YAML recipes ship inside the package (effnet_keras/configs/), so an installed wheel
 # finds them wherever site-packages is; importlib.resources resolves them there.
 CONFIG_DIR = str(importlib.resources.files("effnet_keras") / "configs")
-# Keys whose base value is null but which take a typed value.
-_FREE_TYPE_KEYS = {
-    "model.image_size",
-    "model.dropout_rate",
-    "model.bn_momentum",
-    "model.weights",
-    "train.image_size",
-    "train.ft_init_ckpt",
-    "train.max_steps",
-    "train.progressive.max_batch_size",
-    "eval.image_size",
-    "runtime.tpu",
-    "data.data_dir",
-    "data.tfds_name",
-}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def config_path(*parts):
@@ -91,38 +79,12 @@ def _flatten(tree, prefix=""):
     return out
 
 
-def _coerce(path, value, reference):
-    """Keep the base value's type; YAML already parsed numbers, bools and lists."""
-    if reference is None or value is None:
-        return value
-    if isinstance(reference, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return value.lower() in ("true", "1")
-        raise ConfigError(f"{path} must be true or false. Received: {value!r}")
-    if isinstance(reference, int) and not isinstance(value, bool):
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        raise ConfigError(f"{path} must be an integer. Received: {value!r}")
-    if isinstance(reference, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '1.0e12' (no sign) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{path} must be a number. Received: {value!r}")
-    if isinstance(reference, list) and not isinstance(value, list):
-        raise ConfigError(f"{path} must be a list. Received: {value!r}")
-    if isinstance(reference, str) and not isinstance(value, str):
-        raise ConfigError(f"{path} must be a string. Received: {value!r}")
-    return value
-
-
 def merge(base, override, source, _prefix=""):
-    """Deep-merge `override` into a copy of `base`; unknown keys are errors."""
+    """Deep-merge `override` into a copy of `base`; unknown keys are errors.
+
+    Each value is coerced to its type in `config_schema` (e.g. "1.0e12" -> float for
+    train.lr_base); a value of the wrong type is a ConfigError naming the key.
+    """
     result = copy.deepcopy(base)
     for key, value in (override or {}).items():
         path = f"{_prefix}{key}"
@@ -134,7 +96,7 @@ def merge(base, override, source, _prefix=""):
                 raise ConfigError(f"{source}: {path!r} is a section; give a mapping, not {value!r}.")
             result[key] = merge(result[key], value, source, path + ".")
         else:
-            result[key] = _coerce(path, value, result[key]) if path not in _FREE_TYPE_KEYS else value
+            result[key] = config_schema.coerce(path, value)
     return result
 
 
@@ -204,9 +166,14 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
 def model_recipe(model_name):
     """effnet_keras/configs/recipes/<family>.yaml (EfficientNet: RMSProp; CoAtNet: AdamW + cosine), then
     effnet_keras/configs/models/<name>.yaml when one exists (per-model sizes, augmentation, stages)."""
-    family = "coatnet" if str(model_name).lower().startswith("coatnet") else "efficientnet"
+    from effnet_keras.models import registry
+
+    try:
+        spec = registry.get_spec(model_name)
+    except ValueError as err:  # an unknown name: one line listing the registered ones
+        raise ConfigError(f"model.name: {err}") from None
     recipe = {}
-    for path in (config_path("recipes", f"{family}.yaml"), config_path("models", f"{str(model_name).lower()}.yaml")):
+    for path in (config_path("recipes", f"{spec.family.recipe}.yaml"), config_path("models", f"{spec.name}.yaml")):
         if os.path.exists(path):
             recipe = _deep_update(recipe, load_yaml(path))
     return recipe
@@ -219,30 +186,10 @@ def _deep_update(base, override):
     return result
 
 
-CHOICES = {
-    "train.optimizer": ("rmsprop", "adamw", "sgd"),
-    "train.lr_sched": ("exponential", "cosine", "constant"),
-    "train.loss": ("auto", "softmax", "sigmoid"),
-    "runtime.strategy": ("auto", "tpu", "gpus", "cpu", "multi_worker"),
-    "runtime.mixed_precision": ("auto", "bf16", "fp16", "none"),
-}
-
-
 def validate(config):
-    flat = _flatten(config)
-    for key, allowed in CHOICES.items():
-        if key in flat and flat[key] not in allowed:
-            raise ConfigError(f"{key} must be one of {allowed}. Received: {flat[key]!r}")
-    positive = ("train.batch_size", "train.epochs", "eval.batch_size", "train.steps_per_execution")
-    for key in positive:
-        if key in flat and (not isinstance(flat[key], int) or flat[key] < 1):
-            raise ConfigError(f"{key} must be a positive integer. Received: {flat[key]!r}")
-    for key in ("train.checkpoint_every_steps", "train.checkpoint_every_epochs"):
-        if key in flat and flat[key] is not None and (not isinstance(flat[key], int) or flat[key] < 0):
-            raise ConfigError(f"{key} must be an integer >= 0 (0: off). Received: {flat[key]!r}")
-    for key in ("train.label_smoothing", "train.ema_decay", "model.drop_connect_rate"):
-        if key in flat and flat[key] is not None and not 0.0 <= float(flat[key]) < 1.0:
-            raise ConfigError(f"{key} must be in [0, 1). Received: {flat[key]!r}")
+    """Check a merged run config against `config_schema.RunConfig` (types, choices, ranges, unknown and
+    missing keys); raises ConfigError, else returns `config` itself (callers keep using the dict)."""
+    config_schema.RunConfig.from_dict(config)
     return config
 
 

@@ -161,30 +161,30 @@ class ProgressiveSchedule:
 
     @classmethod
     def from_config(cls, config, model_dropout_rate=None, final_image_size=None):
-        """From a run config, or from a self-contained `train.progressive` section.
-
-        Section form (no `train` key; every value explicit, no nulls):
-        `num_stages`, `total_epochs` (or `epochs`), `image_size: [start, end]` (or
-        `start_image_size` + `end_image_size`), and optionally `randaug_magnitude`,
-        `mixup_alpha`, `cutmix_alpha`, `dropout_rate`, `drop_connect_rate` (each a
-        number or [start, end]), `size_multiple` (8), `batch_growth`.
-
-        Run-config form (the merged base/recipe/dataset YAML; keys of
-        effnet_keras/configs/base.yaml `train.progressive`: num_stages, start_image_size,
-        size_multiple, the five [start, end] pairs, batch_growth, max_batch_size):
+        """From a run config: the merged base/recipe/dataset dict (`build_config(...)`) or a
+        `config_schema.RunConfig`. Reads `train.progressive` (keys of effnet_keras/configs/base.yaml:
+        num_stages, start_image_size, size_multiple, the five [start, end] pairs, batch_growth,
+        max_batch_size) and `train.epochs`.
 
         A null start/end falls back as in effnet_keras/configs/base.yaml: RandAugment -> data.ram,
         mixup/cutmix -> data.mixup_alpha / data.cutmix_alpha, dropout -> model.dropout_rate
         (else `model_dropout_rate`, the model's own default), stochastic depth ->
         model.drop_connect_rate. The final size is train.image_size, else model.image_size,
         else `final_image_size`. num_stages 0 or 1 gives `fixed(...)`.
+
+        A `train.progressive` section on its own (explicit numbers, no run config) goes to
+        `from_section`.
         """
-        if "train" not in config:
-            return cls._from_section(config)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):  # a config_schema.RunConfig
+            config = config.to_dict()
+        if not isinstance(config, dict):
+            raise ValueError(f"from_config needs a run config (a dict or a config_schema.RunConfig). "
+                             f"Received: {type(config).__name__}")
         for section in ("train", "data", "model"):
             if not isinstance(config.get(section), dict):
                 raise ValueError(
-                    f"from_config needs a run config with a {section!r} section; got keys {sorted(config)}"
+                    f"from_config needs a run config with a {section!r} section; got keys {sorted(config)} "
+                    "(a train.progressive section alone: ProgressiveSchedule.from_section)."
                 )
         train, data, model = config["train"], config["data"], config["model"]
         prog = train.get("progressive")
@@ -221,7 +221,20 @@ class ProgressiveSchedule:
                    size_multiple=int(prog.get("size_multiple") or 8), batch_growth=prog.get("batch_growth"), **spans)
 
     @classmethod
-    def _from_section(cls, section):
+    def from_section(cls, section):
+        """From a self-contained progressive section, every value explicit (no nulls, no run config):
+        `num_stages`, `total_epochs` (or `epochs`), `image_size: [start, end]` (or
+        `start_image_size` + `end_image_size`), and optionally `randaug_magnitude`,
+        `mixup_alpha`, `cutmix_alpha`, `dropout_rate`, `drop_connect_rate` (each a number or
+        [start, end]), `size_multiple` (8), `batch_growth`; `max_batch_size` is accepted and
+        ignored (the trainer's concern). num_stages 0 or 1 gives `fixed(...)` at the end size.
+        A run config goes to `from_config`.
+        """
+        if not isinstance(section, dict):
+            raise ValueError(f"from_section needs a dict. Received: {type(section).__name__}")
+        if "train" in section:
+            raise ValueError("from_section got a run config (it has a 'train' key): "
+                             "use ProgressiveSchedule.from_config.")
         section = dict(section)
         allowed = {"num_stages", "total_epochs", "epochs", "image_size", "start_image_size", "end_image_size",
                    "size_multiple", "batch_growth", "max_batch_size", *REGULARISATIONS}

@@ -98,6 +98,29 @@ def test_from_config_nulls_fall_back_to_data_and_model_values():
     assert ProgressiveSchedule.from_config(cfg, model_dropout_rate=0.2).stages[0].dropout_rate == 0.2
 
 
+def test_from_config_takes_a_run_config_and_from_section_a_section():
+    from effnet_keras import config_schema
+
+    cfg = config_lib.build_config(model_name="efficientnetv2-s", dataset_cfg="imagenet",
+                                  config_file=config_lib.config_path("recipes", "progressive_paper_s.yaml"))
+    from_dict = ProgressiveSchedule.from_config(cfg)
+    assert ProgressiveSchedule.from_config(config_schema.RunConfig.from_dict(cfg)) == from_dict
+    section = dict(num_stages=4, total_epochs=350, image_size=[128, 300], randaug_magnitude=[5, 15],
+                   mixup_alpha=[0, 0], cutmix_alpha=0, dropout_rate=[0.1, 0.3], drop_connect_rate=0.2,
+                   batch_growth=False)
+    assert ProgressiveSchedule.from_section(section) == from_dict
+    # One form per constructor: a section is not a run config, nor the other way round.
+    with pytest.raises(ValueError, match="run config with a 'train' section.*from_section"):
+        ProgressiveSchedule.from_config(section)
+    with pytest.raises(ValueError, match="use ProgressiveSchedule.from_config"):
+        ProgressiveSchedule.from_section(cfg)
+    one = ProgressiveSchedule.from_section(dict(num_stages=1, epochs=3, start_image_size=64, end_image_size=96,
+                                                randaug_magnitude=[2, 6]))
+    assert [(s.image_size, s.randaug_magnitude) for s in one.stages] == [(96, 6.0)]
+    with pytest.raises(ValueError, match="has a null; the section form needs numbers"):
+        ProgressiveSchedule.from_section(section | {"mixup_alpha": [0.0, None]})
+
+
 def test_single_stage_and_fixed():
     fixed = ProgressiveSchedule.fixed(total_epochs=5, image_size=227, randaug_magnitude=10, dropout_rate=0.2)
     (stage,) = fixed.stages
