@@ -11,50 +11,28 @@ seeded dataset yields the same batches however tf.data schedules its threads,
 and no stateful op forces tf.data to run serially under op determinism.
 """
 
+import dataclasses
 import functools
 import sys
 
 import tensorflow as tf
 from absl import logging
 
+from effnet_keras import config_schema
 from effnet_keras.data import augment
 from effnet_keras.data import preprocess
 from effnet_keras.data import sources
 
-SOURCES = ("digits", "imagenet", "imagenet21k", "tfds")
-AUGMENTS = ("randaugment", "ft", "none")
-REQUIRED_KEYS = (
-    "name", "tfds_name", "data_dir", "train_split", "eval_split", "num_classes", "num_train_examples",
-    "num_eval_examples", "multilabel", "crop_area_min", "random_flip", "center_crop", "augment", "ram",
-    "ra_num_layers", "mixup_alpha", "cutmix_alpha", "random_erasing", "erasing_scale", "shuffle_buffer", "cache",
-    "deterministic", "digits_image_size", "test_fraction", "split_seed",
-)
+# The data section's keys, types and constraints: effnet_keras/config_schema.py (DataConfig).
+SOURCES = config_schema.DATA_SOURCES
+AUGMENTS = config_schema.AUGMENTS
 
 
 def validate_data_config(cfg):
-    """Check the `data:` section; errors name the key, the value and what is allowed."""
-    missing = [key for key in REQUIRED_KEYS if key not in cfg]
-    if missing:
-        raise ValueError(f"data config is missing keys {missing} (effnet_keras/configs/base.yaml lists every data key).")
-    if cfg["name"] not in SOURCES:
-        raise ValueError(f"data.name must be one of {SOURCES}. Received: {cfg['name']!r}")
-    if cfg["augment"] not in AUGMENTS:
-        raise ValueError(f"data.augment must be one of {AUGMENTS}. Received: {cfg['augment']!r}")
-    if cfg["name"] == "tfds" and cfg["tfds_name"] not in sources.TFDS_NAMES:
-        raise ValueError(f"data.tfds_name must be one of {sources.TFDS_NAMES} for data.name='tfds'. "
-                         f"Received: {cfg['tfds_name']!r}")
-    if cfg["name"] == "imagenet21k" and not cfg["multilabel"]:
-        raise ValueError("data.name='imagenet21k' has multi-hot labels: set data.multilabel=true.")
-    for key in ("num_classes", "shuffle_buffer"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"data.{key} must be a positive integer. Received: {cfg[key]!r}")
-    if not 0.0 <= float(cfg["ram"]) <= 30.0:
-        raise ValueError(f"data.ram is a RandAugment magnitude on automl's 0-30 scale. Received: {cfg['ram']!r}")
-    if not 0.0 <= float(cfg["cutmix_alpha"]) <= 1.0:
-        raise ValueError(f"data.cutmix_alpha must be in [0, 1]. Received: {cfg['cutmix_alpha']!r}")
-    if float(cfg["mixup_alpha"]) < 0:
-        raise ValueError(f"data.mixup_alpha must be >= 0. Received: {cfg['mixup_alpha']!r}")
-    return cfg
+    """Check the `data:` section with `config_schema.DataConfig`; returns it as a plain dict with values
+    coerced to their types. Errors are ConfigError (a ValueError) naming the key, the value and what is
+    allowed."""
+    return config_schema.DataConfig.from_dict(cfg).to_dict()
 
 
 def dataset_info(cfg):
@@ -161,6 +139,35 @@ def _augment_function(image_size, flip, magnitude, num_layers):
     return augment_image
 
 
+# Purposes of the per-call seeds (see _CallParams.sub_seed); the numbers are part of what fixes a
+# seeded dataset's batches, so changing one changes every seeded run's data.
+_SEED_FILE_ORDER, _SEED_SHUFFLE, _SEED_IMAGES, _SEED_BATCHES = 1, 2, 3, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class _CallParams:
+    """One build_dataset call's arguments, resolved once and read by every stage."""
+
+    cfg: dict
+    split_name: str  # data.train_split or data.eval_split
+    image_size: int
+    batch_size: int
+    training: bool
+    repeat: bool
+    deterministic: bool
+    seed: int | None  # None only without data.deterministic
+    pipeline_id: int
+    magnitude: float  # RandAugment magnitude and Mixup/CutMix alphas: the stage's, else the data config's
+    mixup_alpha: float
+    cutmix_alpha: float
+
+    def sub_seed(self, purpose):
+        # distinct, reproducible seeds per purpose and per input pipeline (hosts must not draw alike)
+        if self.seed is None:
+            return None
+        return (int(self.seed) * 1_000_003 + self.pipeline_id * 7_919 + purpose) % (2**31 - 1)
+
+
 def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_context=None, seed=None, repeat=None,
                   training=None):
     """tf.data.Dataset of (images float32 [B, S, S, 3] in [0, 255], labels float32 [B, num_classes]).
@@ -181,35 +188,56 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
             raise ValueError(f"{key} must be a positive integer. Received: {value!r}")
     if stage is not None and stage.image_size != image_size:
         raise ValueError(f"image_size={image_size} differs from stage {stage.index}'s image_size={stage.image_size}.")
+    call = _resolve_call(cfg, split, image_size, batch_size, stage, input_context, seed, repeat, training)
+
+    records, parse = _source_stage(call, input_context)
+    dataset = _decode_stage(call, records, parse)
+    dataset = _augment_stage(call, dataset)
+    dataset = _batch_and_mix_stage(call, dataset)
+    return _prefetch_with_options(dataset, call.deterministic)
+
+
+def _resolve_call(cfg, split, image_size, batch_size, stage, input_context, seed, repeat, training):
+    """build_dataset's arguments with their defaults filled in -> _CallParams."""
     training = split == "train" if training is None else bool(training)
-    repeat = training if repeat is None else bool(repeat)
     # data.deterministic: same seed, same batches (the trainer's exact resume relies on it). Off,
     # tf.data may hand out whichever image is ready first (draws stay seeded, order does not).
     deterministic = bool(cfg["deterministic"])
-    if seed is None and deterministic:
-        seed = 0
-    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    return _CallParams(
+        cfg=cfg,
+        split_name=cfg["train_split"] if split == "train" else cfg["eval_split"],
+        image_size=image_size,
+        batch_size=batch_size,
+        training=training,
+        repeat=training if repeat is None else bool(repeat),
+        deterministic=deterministic,
+        seed=0 if seed is None and deterministic else seed,
+        pipeline_id=input_context.input_pipeline_id if input_context is not None else 0,
+        magnitude=stage.randaug_magnitude if stage is not None else cfg["ram"],
+        mixup_alpha=stage.mixup_alpha if stage is not None else cfg["mixup_alpha"],
+        cutmix_alpha=stage.cutmix_alpha if stage is not None else cfg["cutmix_alpha"],
+    )
 
-    def sub_seed(purpose):
-        # distinct, reproducible seeds per purpose and per input pipeline (hosts must not draw alike)
-        return None if seed is None else (int(seed) * 1_000_003 + pipeline_id * 7_919 + purpose) % (2**31 - 1)
 
-    split_name = cfg["train_split"] if split == "train" else cfg["eval_split"]
-    records, parse = _source(cfg, split_name, input_context, shuffle_files=training, seed=sub_seed(1),
-                             deterministic=deterministic)
-    if cfg["cache"] and repeat:
+def _source_stage(call, input_context):
+    """-> (encoded records of this input pipeline's share, shuffled when training; the source's parse function)."""
+    cfg = call.cfg
+    records, parse = _source(cfg, call.split_name, input_context, shuffle_files=call.training,
+                             seed=call.sub_seed(_SEED_FILE_ORDER), deterministic=call.deterministic)
+    if cfg["cache"] and call.repeat:
         records = records.cache()  # encoded records, reused by every epoch of this repeated dataset
-    if training:
-        records = records.shuffle(int(cfg["shuffle_buffer"]), seed=sub_seed(2), reshuffle_each_iteration=True)
+    if call.training:
+        records = records.shuffle(int(cfg["shuffle_buffer"]), seed=call.sub_seed(_SEED_SHUFFLE),
+                                  reshuffle_each_iteration=True)
+    return records, parse
 
-    magnitude = stage.randaug_magnitude if stage is not None else cfg["ram"]
-    mixup_alpha = stage.mixup_alpha if stage is not None else cfg["mixup_alpha"]
-    cutmix_alpha = stage.cutmix_alpha if stage is not None else cfg["cutmix_alpha"]
+
+def _decode_stage(call, records, parse):
+    """-> (image [S, S, 3], label): eval centre-cropped; training randomly cropped (or, for
+    data.augment "ft", resized) and followed by the image's own seed for the augment stage.
+    Corrupt records are skipped."""
+    cfg, image_size, training = call.cfg, call.image_size, call.training
     augment_mode = cfg["augment"]
-    use_randaugment = training and augment_mode == "randaugment" and float(magnitude) > 0 and int(cfg["ra_num_layers"]) > 0
-    flip = bool(cfg["random_flip"])
-    augment_image = _augment_function(image_size, flip, float(magnitude) if use_randaugment else 0.0,
-                                      int(cfg["ra_num_layers"]) if use_randaugment else 0)
     crop_area_min, center = float(cfg["crop_area_min"]), bool(cfg["center_crop"])
 
     def decode(record, image_seed=None):
@@ -225,47 +253,68 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
         return image, label, image_seed
 
     if training:
-        image_seeds = _random_seeds(sub_seed(3))
+        image_seeds = _random_seeds(call.sub_seed(_SEED_IMAGES))
         records = tf.data.Dataset.zip((records, image_seeds))
     else:
         records = records.map(lambda record: (record,))
-    what = f"{cfg['name']}:{split_name}" if cfg["name"] != "tfds" else f"tfds {cfg['tfds_name']}:{split_name}"
     if cfg["name"] == "digits":  # in-memory arrays: nothing to decode, nothing can be corrupt
-        dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    else:
-        placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([int(cfg["num_classes"])]))
-        if training:
-            placeholder += (tf.zeros([2], tf.int64),)
-        dataset = _map_skipping_corrupt(records, decode, what, placeholder, deterministic)
+        return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=call.deterministic)
+    split_name = call.split_name
+    what = f"{cfg['name']}:{split_name}" if cfg["name"] != "tfds" else f"tfds {cfg['tfds_name']}:{split_name}"
+    placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([int(cfg["num_classes"])]))
     if training:
-        dataset = dataset.map(lambda image, label, image_seed: (augment_image(image, image_seed), label),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if repeat:
+        placeholder += (tf.zeros([2], tf.int64),)
+    return _map_skipping_corrupt(records, decode, what, placeholder, call.deterministic)
+
+
+def _augment_stage(call, dataset):
+    """Training: flip + RandAugment each image with its seed (dropped here) -> (image, label). Eval: as is."""
+    if not call.training:
+        return dataset
+    cfg = call.cfg
+    num_layers = int(cfg["ra_num_layers"])
+    use_randaugment = cfg["augment"] == "randaugment" and float(call.magnitude) > 0 and num_layers > 0
+    augment_image = _augment_function(call.image_size, bool(cfg["random_flip"]),
+                                      float(call.magnitude) if use_randaugment else 0.0,
+                                      num_layers if use_randaugment else 0)
+    return dataset.map(lambda image, label, image_seed: (augment_image(image, image_seed), label),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=call.deterministic)
+
+
+def _batch_and_mix_stage(call, dataset):
+    """repeat -> batch (static batch dimension when training) -> training: random erasing, Mixup/CutMix per batch."""
+    if call.repeat:
         # After the skipping map, not before: if every record fails, an epoch is empty and
         # repeat() stops (Keras then reports the input ran out), instead of retrying forever.
         dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.batch(call.batch_size, drop_remainder=call.training)
+    if not call.training:
+        return dataset
 
+    cfg = call.cfg
     erasing = None
-    if training and float(cfg["random_erasing"]) > 0:
+    if float(cfg["random_erasing"]) > 0:
         erasing = augment.RandomErasing(float(cfg["random_erasing"]), cfg["erasing_scale"])
-    mixer = augment.BatchMixer(mixup_alpha, cutmix_alpha) if training else None
-    if erasing is not None or (mixer is not None and mixer.active):
-        if mixer.active and batch_size < 2:
-            raise ValueError(f"Mixup/CutMix mix images within a batch; batch_size={batch_size} is too small.")
+    mixer = augment.BatchMixer(call.mixup_alpha, call.cutmix_alpha)
+    if erasing is None and not mixer.active:
+        return dataset
+    if mixer.active and call.batch_size < 2:
+        raise ValueError(f"Mixup/CutMix mix images within a batch; batch_size={call.batch_size} is too small.")
 
-        def mix(batch, batch_seed):
-            images, labels = batch
-            if erasing is not None:
-                images = erasing(images, augment.fold(batch_seed, 0))
-            if mixer.active:
-                images, labels = mixer(images, labels, augment.fold(batch_seed, 1))
-            return images, labels
+    def mix(batch, batch_seed):
+        images, labels = batch
+        if erasing is not None:
+            images = erasing(images, augment.fold(batch_seed, 0))
+        if mixer.active:
+            images, labels = mixer(images, labels, augment.fold(batch_seed, 1))
+        return images, labels
 
-        batch_seeds = _random_seeds(sub_seed(4))
-        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
-            mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    batch_seeds = _random_seeds(call.sub_seed(_SEED_BATCHES))
+    return tf.data.Dataset.zip((dataset, batch_seeds)).map(
+        mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=call.deterministic)
 
+
+def _prefetch_with_options(dataset, deterministic):
     options = tf.data.Options()
     options.deterministic = deterministic
     # automl's setting: many small per-image ops run best one thread each, images in parallel.

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+from typing import NamedTuple
 
 import keras
 from absl import logging
@@ -34,6 +35,15 @@ PROGRESS_FIELDS = ("epoch", "step_in_epoch", "stage", "batch_size")
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class _EpochRun(NamedTuple):
+    """What one epoch's fit() call did."""
+
+    steps: int  # optimizer steps taken
+    seconds: float  # wall time of the fit() call
+    first_execution_seconds: float  # up to the end of its first host round trip (may include tracing)
+    metrics: dict  # Keras' History.history of the call
 
 
 class ScalarWriter:
@@ -260,12 +270,20 @@ class Trainer:
         })
 
     def _run_epoch(self, plan, epoch, skip):
-        tf = self.tf
-        per_replica = plan.batch_size // self.strategy.num_replicas_in_sync
-        seed = int(self.cfg.get("seed") or 0) * 1000 + epoch
+        """Train epoch `epoch` from its step `skip` (0, or where a resumed run left off), record it, checkpoint."""
         steps = plan.steps_per_epoch - skip
         if self.max_steps is not None:
             steps = min(steps, int(self.max_steps) - self.global_step())
+        dataset = self._epoch_dataset(plan, epoch, skip, steps)
+        run = self._fit_epoch(dataset, plan, epoch, skip, steps)
+        self._record_epoch(plan, epoch, run)
+        self._checkpoint_after_epoch(plan, epoch, skip + run.steps)
+
+    def _epoch_dataset(self, plan, epoch, skip, steps):
+        """The epoch's distributed dataset, seeded by (train seed, epoch): its first `skip` steps
+        dropped (done before a resume), `steps` steps long."""
+        per_replica = plan.batch_size // self.strategy.num_replicas_in_sync
+        seed = int(self.cfg.get("seed") or 0) * 1000 + epoch
 
         def dataset_fn(input_context):
             ds = self.make_dataset(plan.stage, per_replica, input_context, seed)
@@ -281,7 +299,10 @@ class Trainer:
             # length, steps_per_epoch given: one iterator per fit().
             return ds.filter(_keep_all)
 
-        dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _fit_epoch(self, dataset, plan, epoch, skip, steps):
+        """One fit() call over the epoch's `steps` steps -> _EpochRun; NonFiniteLoss if the loss went non-finite."""
         callback = _ExecutionCallback(self, plan, epoch, skip)
         step_before = self.global_step()
         start = time.perf_counter()
@@ -294,16 +315,13 @@ class Trainer:
                 f"epoch {epoch}). Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
-        done = self.global_step() - step_before
-        first = callback.first_execution_seconds or 0.0
-        # Seconds per step after the first host round trip (which may include tracing).
-        steady = (seconds - first) / (done - self.spe) if done > self.spe else None
-        compile_seconds = None
-        if plan.stage.index not in self._traced_stages:
-            # The stage's first execution: a trace/compile when the step meets a new input shape
-            # (without XLA only the first stage: shapes are relaxed). Report that cost once.
-            self._traced_stages.add(plan.stage.index)
-            compile_seconds = round(max(0.0, first - min(done, self.spe) * (steady or 0.0)), 3)
+        return _EpochRun(steps=self.global_step() - step_before, seconds=seconds,
+                         first_execution_seconds=callback.first_execution_seconds or 0.0, metrics=history.history)
+
+    def _record_epoch(self, plan, epoch, run):
+        """The epoch's entry in self.history, its log lines and its TensorBoard scalars."""
+        done, seconds, first = run.steps, run.seconds, run.first_execution_seconds
+        steady, compile_seconds = self._step_timing(plan, run)
         record = {
             "stage": plan.stage.index, "epoch": epoch, "image_size": plan.stage.image_size,
             "batch_size": plan.batch_size, "steps": done, "seconds": round(seconds, 3),
@@ -312,7 +330,7 @@ class Trainer:
             "compile_seconds": compile_seconds,
             "steady_img_per_s": round(plan.batch_size / steady, 1) if steady else None,
             "lr": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
-            **{k: float(v[-1]) for k, v in history.history.items()},
+            **{k: float(v[-1]) for k, v in run.metrics.items()},
         }
         self.history.append(record)
         if compile_seconds is not None:
@@ -322,8 +340,23 @@ class Trainer:
         self.scalars.write(self.global_step(), {
             f"epoch/{k}": v for k, v in record.items() if k not in ("stage", "epoch") and v is not None
         })
-        if skip + done < plan.steps_per_epoch:  # stopped early (train.max_steps): resume inside this epoch
-            self.save(epoch, skip + done, plan)
+
+    def _step_timing(self, plan, run):
+        """-> (seconds per steady step or None, the stage's first-execution overhead or None after its first epoch)."""
+        done, first = run.steps, run.first_execution_seconds
+        # Seconds per step after the first host round trip (which may include tracing).
+        steady = (run.seconds - first) / (done - self.spe) if done > self.spe else None
+        if plan.stage.index in self._traced_stages:
+            return steady, None
+        # The stage's first execution: a trace/compile when the step meets a new input shape
+        # (without XLA only the first stage: shapes are relaxed). Report that cost once.
+        self._traced_stages.add(plan.stage.index)
+        return steady, round(max(0.0, first - min(done, self.spe) * (steady or 0.0)), 3)
+
+    def _checkpoint_after_epoch(self, plan, epoch, steps_done):
+        """Save where the next run continues: inside the epoch if it stopped early, else at the epoch's end."""
+        if steps_done < plan.steps_per_epoch:  # stopped early (train.max_steps): resume inside this epoch
+            self.save(epoch, steps_done, plan)
         elif self.checkpoint_every_epochs and (epoch + 1) % self.checkpoint_every_epochs == 0:
             self.save(epoch + 1, 0, plan)
 
