@@ -1,6 +1,6 @@
-"""Make the CoAtNet golden fixtures in tests/data/ from timm (needs torch + timm; the tests do not).
+"""Make the CoAtNet golden fixtures in tests/fixtures/ from timm (needs torch + timm; the tests do not).
 
-    python tools/make_coatnet_fixtures.py [--out-dir tests/data]
+    python tools/make_coatnet_fixtures.py [--out-dir tests/fixtures]
 
 Writes
   coatnet_paper_tiny.npz   timm CoAtNet with the paper overrides (stride on the 1x1 conv,
@@ -110,7 +110,7 @@ def timm_param_counts(out_path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
+    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     for seed, (name, (overrides, knobs)) in enumerate(sorted(FIXTURES.items())):

@@ -1,6 +1,6 @@
-"""Make the timm EfficientNet golden fixtures in tests/data/ (needs torch + timm; the tests do not).
+"""Make the timm EfficientNet golden fixtures in tests/fixtures/ (needs torch + timm; the tests do not).
 
-    python tools/make_weight_fixtures.py [--out-dir tests/data]
+    python tools/make_weight_fixtures.py [--out-dir tests/fixtures]
 
 Writes
   timm_tf_efficientnet_tiny.safetensors     timm `tf_efficientnet_b0` generator at width 0.25,
@@ -44,7 +44,7 @@ def build(generator, variant, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
+    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)

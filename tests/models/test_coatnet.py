@@ -1,6 +1,6 @@
 """CoAtNet: paper/timm parameter and MAC counts, timm numerical parity, relative attention, resizing.
 
-Golden fixtures: tests/data/coatnet_*.npz, made by tools/make_coatnet_fixtures.py with
+Golden fixtures: tests/fixtures/coatnet_*.npz, made by tools/make_coatnet_fixtures.py with
 torch + timm (not needed here). Full-size models are built only for CoAtNet-0..2; the
 big variants are counted by `coatnet_structure_stats`, which the builds cross-check.
 """
@@ -24,7 +24,7 @@ from effnet_keras.layers.attention import resize_relative_position_tables
 from effnet_keras.weights.timm_coatnet import convert_timm_coatnet
 from effnet_keras.weights.timm_coatnet import load_timm_coatnet
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 TINY = dict(stem_filters=8, depths=(2, 2, 2, 2), widths=(8, 16, 24, 32), head_dim=8)
 
 # Paper Tables 2/3/9 (params, GFLOPs = G multiply-adds at 224; C-4 at 384).

@@ -139,8 +139,8 @@ def test_resume_on_ram_after_a_failure_mid_stage(ram_root, empty_cwd, monkeypatc
 def test_tfrecord_data_dir_on_ram(ram_root, empty_cwd):
     """ImageNet-layout TFRecord shards on ram:// read as --data_dir (train and eval)."""
     from effnet_keras.training import run as run_lib
-    from tests.pipeline.conftest import flat_jpeg
-    from tests.pipeline.conftest import write_records
+    from tests.data.conftest import flat_jpeg
+    from tests.data.conftest import write_records
 
     data_dir = f"{ram_root}/imagenet"
     fileio.makedirs(data_dir)

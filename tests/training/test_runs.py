@@ -198,7 +198,7 @@ def test_fine_tune_recipes_run_on_mock_tfds_from_a_weights_file(dataset_cfg, cla
                     "data.cache=false,data.shuffle_buffer=16,train.steps_per_execution=1"))
     assert cfg["data"]["augment"] == "ft" and cfg["train"]["lr_sched"] == "constant"
     # tfds' random cars196 examples are invalid (bbox min > max): the pipeline tests' stand-in.
-    from tests.pipeline.test_sources import _cars196_examples
+    from tests.data.test_sources import _cars196_examples
 
     fake = dict(as_dataset_fn=_cars196_examples, policy=tfds.testing.MockPolicy.USE_CODE) if dataset_cfg == "carsft" else {}
     with tfds.testing.mock_data(num_examples=16, **fake):

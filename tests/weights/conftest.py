@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
 TIMM_V1 = os.path.join(DATA, "timm_tf_efficientnet_tiny.safetensors")
 TIMM_V2 = os.path.join(DATA, "timm_tf_efficientnetv2_tiny.safetensors")
 

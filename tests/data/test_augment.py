@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from effnet_keras import data as data_lib
 from effnet_keras.data import augment
-from tests.pipeline.conftest import data_config
+from tests.data.conftest import data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LEVELS = np.array([10.0, 40.0, 70.0, 100.0, 130.0, 160.0, 190.0, 220.0], "float32")
@@ -171,7 +171,7 @@ JAX_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     from effnet_keras import data as data_lib
-    from tests.pipeline.conftest import data_config
+    from tests.data.conftest import data_config
     assert keras.backend.backend() == "jax", keras.backend.backend()
     cfg = data_config("digits", ram=15.0, random_erasing=0.5, mixup_alpha=0.2, cutmix_alpha=0.5)
     x, y = next(iter(data_lib.build_dataset(cfg, split="train", image_size=24, batch_size=8, seed=4)))

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from effnet_keras import data as data_lib
 from effnet_keras.training import config as config_lib
 from effnet_keras.training.schedules import ProgressiveSchedule
-from tests.pipeline.conftest import data_config, grey_level
+from tests.data.conftest import data_config, grey_level
 
 
 def _collect(dataset):
