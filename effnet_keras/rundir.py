@@ -19,6 +19,23 @@ from effnet_keras.models import factory
 CONFIG_FILE = "config.yaml"
 EMA_WEIGHTS = "ema.weights.h5"
 RAW_WEIGHTS = "model.weights.h5"
+LABELS_FILE = "labels.txt"  # class names, one per line, in class-index order (the exports carry it too)
+
+
+def write_labels(directory, class_names):
+    """`directory/labels.txt`: one class name per line, index order (atomic, local or bucket)."""
+    names = [str(n) for n in class_names]
+    bad = [n for n in names if not n or "\n" in n]
+    if bad:
+        raise ValueError(f"class names must be non-empty single lines. Received: {bad[:3]!r}")
+    path = os.path.join(directory, LABELS_FILE)
+    fileio.write_text(path, "\n".join(names) + "\n")
+    return path
+
+
+def read_labels(path):
+    """Class names from a labels.txt (one per line; blank lines are not names)."""
+    return [line.strip() for line in fileio.read_text(path).splitlines() if line.strip()]
 
 
 class RunDirError(ValueError):
@@ -90,6 +107,17 @@ class RunDir:
     @property
     def eval_size(self):
         return image_sizes(self.config)[1]
+
+    @property
+    def class_names(self):
+        """The run's class names (labels.txt, written by training), or None for a run without one."""
+        path = os.path.join(self.path, LABELS_FILE)
+        if not fileio.exists(path):
+            return None
+        names = read_labels(path)
+        if len(names) != self.num_classes:
+            raise RunDirError(f"{path} has {len(names)} names but the run trained {self.num_classes} classes.")
+        return names
 
     def describe(self):
         return f"trained with effnet-keras in {self.path} ({'EMA' if self.is_ema else 'raw'} weights)"

@@ -105,51 +105,23 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     export_fn(model, eval_image_size) is called with the EMA weights in the model.
     `strategy` overrides runtime.strategy (tests pin devices with it).
     """
-    import tensorflow as tf
-
     from effnet_keras import data as data_lib
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
-    if not model_dir:
-        raise ValueError("model_dir is required (checkpoints, config.yaml and results are written there).")
-    runtime, train_cfg = config["runtime"], config["train"]
-    if mode in ("eval", "export") and not tf.io.gfile.exists(os.path.join(model_dir, "checkpoint")):
-        raise FileNotFoundError(f"mode={mode}: no checkpoint in model_dir={model_dir!r}; train first (mode=train).")
+    _check_run_args(mode, model_dir)
     config_lib.write_or_check(config, model_dir, override_config=override_config)
-    strategy = strategy or strategy_lib.make_strategy(runtime["strategy"], tpu=runtime["tpu"])
-    strategy_lib.fix_keras_multi_worker_reduction(strategy)
-    policy = set_precision(runtime["mixed_precision"], strategy)
-    keras.utils.set_random_seed(int(train_cfg["seed"]))
-    if runtime["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
+    strategy, policy = _set_up_runtime(config["runtime"], int(config["train"]["seed"]), strategy)
     info = data_lib.dataset_info(config["data"])
     train_size, eval_size = image_sizes(config)
-    schedule = build_schedule(config, train_size)
-    replicas = strategy.num_replicas_in_sync
-    base_batch = int(train_cfg["batch_size"])
-    if base_batch % replicas:
-        raise config_lib.ConfigError(f"train.batch_size={base_batch} must be a multiple of the {replicas} replicas.")
-    prog = train_cfg["progressive"]
-    plans = plan_lib.plan_stages(schedule.stages, base_batch, info["num_train_examples"], replicas=replicas,
-                                 growth=prog["batch_growth"] and len(schedule.stages) > 1,
-                                 cap=prog["max_batch_size"])
-    logging.info("Strategy %s with %d replica(s), policy %s, %d stage(s): %s", type(strategy).__name__, replicas,
-                 policy, len(plans), [(p.stage.image_size, p.batch_size) for p in plans])
+    plans, base_batch = _plan_stages(config, info, strategy, train_size)
+    logging.info("Strategy %s with %d replica(s), policy %s, %d stage(s): %s", type(strategy).__name__,
+                 strategy.num_replicas_in_sync, policy, len(plans),
+                 [(p.stage.image_size, p.batch_size) for p in plans])
     with strategy.scope():
         model = rundir.build_model(config, info["num_classes"], train_size)
-        if train_cfg["ft_init_ckpt"] and mode != "eval":
-            _init_from_checkpoint(model, train_cfg["ft_init_ckpt"], config)
+        if config["train"]["ft_init_ckpt"] and mode != "eval":
+            _init_from_checkpoint(model, config["train"]["ft_init_ckpt"], config)
+    trainer = _make_trainer(config, info, model, strategy, plans, base_batch, model_dir, verbose)
 
-    def make_train_dataset(stage, per_replica_batch, input_context, seed):
-        return data_lib.build_dataset(config["data"], split="train", image_size=stage.image_size,
-                                      batch_size=per_replica_batch, stage=stage, input_context=input_context,
-                                      seed=seed, repeat=False, training=True)
-
-    trainer = trainer_lib.Trainer(
-        model=model, strategy=strategy, train_cfg=train_cfg, plans=plans, base_batch=base_batch,
-        make_dataset=make_train_dataset, model_dir=model_dir, loss=loss_kind(config, info), verbose=verbose,
-    )
     results = {"model_dir": model_dir, "stages": [p.to_dict() for p in plans]}
     start = time.perf_counter()
     if mode in ("train", "train_and_eval"):
@@ -161,15 +133,73 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     results["weights"] = {"raw": raw, "ema": ema if fileio.exists(ema) else None}
     use_ema = bool(optim.ema_variables(trainer.optimizer))
     if mode in ("eval", "train_and_eval"):
-        eval_ds = data_lib.build_dataset(config["data"], split="eval", image_size=eval_size,
-                                         batch_size=int(config["eval"]["batch_size"]), training=False, repeat=False)
-        metrics = trainer.evaluate(eval_ds, use_ema=use_ema)
-        metrics.update(eval_image_size=eval_size, global_step=trainer.global_step(),
-                       weights="ema" if use_ema else "raw")
-        results["eval"] = metrics
-        if trainer.is_chief:
-            fileio.write_text(os.path.join(model_dir, "eval_results.json"), json.dumps(metrics, indent=2))
+        results["eval"] = _evaluate(config, trainer, eval_size, use_ema, model_dir)
     if export_fn is not None and trainer.is_chief:
         with optim.swap_in_ema(model, trainer.optimizer) if use_ema else contextlib.nullcontext():
             results["export"] = export_fn(model, eval_size)
     return results
+
+
+def _check_run_args(mode, model_dir):
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
+    if not model_dir:
+        raise ValueError("model_dir is required (checkpoints, config.yaml and results are written there).")
+    if mode in ("eval", "export") and not tf.io.gfile.exists(os.path.join(model_dir, "checkpoint")):
+        raise FileNotFoundError(f"mode={mode}: no checkpoint in model_dir={model_dir!r}; train first (mode=train).")
+
+
+def _set_up_runtime(runtime, seed, strategy=None):
+    """-> (strategy, mixed-precision policy name); seeds and op determinism as configured."""
+    import tensorflow as tf
+
+    strategy = strategy or strategy_lib.make_strategy(runtime["strategy"], tpu=runtime["tpu"])
+    strategy_lib.fix_keras_multi_worker_reduction(strategy)
+    policy = set_precision(runtime["mixed_precision"], strategy)
+    keras.utils.set_random_seed(seed)
+    if runtime["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    return strategy, policy
+
+
+def _plan_stages(config, info, strategy, train_size):
+    """-> (stage plans, global base batch): the progressive schedule sized for this strategy."""
+    train_cfg = config["train"]
+    schedule = build_schedule(config, train_size)
+    replicas = strategy.num_replicas_in_sync
+    base_batch = int(train_cfg["batch_size"])
+    if base_batch % replicas:
+        raise config_lib.ConfigError(f"train.batch_size={base_batch} must be a multiple of the {replicas} replicas.")
+    prog = train_cfg["progressive"]
+    plans = plan_lib.plan_stages(schedule.stages, base_batch, info["num_train_examples"], replicas=replicas,
+                                 growth=prog["batch_growth"] and len(schedule.stages) > 1,
+                                 cap=prog["max_batch_size"])
+    return plans, base_batch
+
+
+def _make_trainer(config, info, model, strategy, plans, base_batch, model_dir, verbose):
+    from effnet_keras import data as data_lib
+
+    def make_train_dataset(stage, per_replica_batch, input_context, seed):
+        return data_lib.build_dataset(config["data"], split="train", image_size=stage.image_size,
+                                      batch_size=per_replica_batch, stage=stage, input_context=input_context,
+                                      seed=seed, repeat=False, training=True)
+
+    return trainer_lib.Trainer(
+        model=model, strategy=strategy, train_cfg=config["train"], plans=plans, base_batch=base_batch,
+        make_dataset=make_train_dataset, model_dir=model_dir, loss=loss_kind(config, info), verbose=verbose,
+    )
+
+
+def _evaluate(config, trainer, eval_size, use_ema, model_dir):
+    from effnet_keras import data as data_lib
+
+    eval_ds = data_lib.build_dataset(config["data"], split="eval", image_size=eval_size,
+                                     batch_size=int(config["eval"]["batch_size"]), training=False, repeat=False)
+    metrics = trainer.evaluate(eval_ds, use_ema=use_ema)
+    metrics.update(eval_image_size=eval_size, global_step=trainer.global_step(), weights="ema" if use_ema else "raw")
+    if trainer.is_chief:
+        fileio.write_text(os.path.join(model_dir, "eval_results.json"), json.dumps(metrics, indent=2))
+    return metrics
