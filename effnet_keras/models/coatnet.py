@@ -196,6 +196,20 @@ def build_coatnet(
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     x = conv_stem(x, filters=spec.stem_filters, activation=activation, padding=padding, **bn)
 
+    x = _block_stages(x, spec, drop_connect_rate, head_dim=head_dim, ln_epsilon=ln_epsilon, downsample=downsample,
+                      pool=pool, padding=padding, activation=activation, bn=bn)
+
+    # GAP -> LN -> [Dense(D4) + tanh] -> dropout -> logits
+    x = common.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                               classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+                               norm_epsilon=ln_epsilon, pre_logits=pre_logits)
+    model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
+    resolved.load_into(model)
+    return model
+
+
+def _block_stages(x, spec, drop_connect_rate, *, head_dim, ln_epsilon, downsample, pool, padding, activation, bn):
+    """S1..S4 from the table: MBConv ("C") and Transformer ("T") runs; block i of N drops with rate * i / N."""
     num_blocks = float(sum(args.repeats for args in spec.stages))
     block_index = 0
     stage_block = {}  # blocks are numbered per paper stage (a mixed S3 counts on)
@@ -218,14 +232,7 @@ def build_coatnet(
             else:
                 x = transformer_block(x, head_dim=head_dim, ln_epsilon=ln_epsilon, **common_kwargs)
             block_index += 1
-
-    # GAP -> LN -> [Dense(D4) + tanh] -> dropout -> logits
-    x = common.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
-                               classifier_activation=classifier_activation, dropout_rate=dropout_rate,
-                               norm_epsilon=ln_epsilon, pre_logits=pre_logits)
-    model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
-    resolved.load_into(model)
-    return model
+    return x
 
 
 def coatnet_structure_stats(
@@ -238,6 +245,9 @@ def coatnet_structure_stats(
     `image_size`: int or (height, width), multiples of 32. Returns a dict with
     params, trainable_params, non_trainable_params, macs.
     """
+    # One function (~75 lines) on purpose: it mirrors the layer layout of build_coatnet and its
+    # blocks term by term, so each count can be read against the layer it counts; split, the
+    # three accumulators would be threaded through every piece.
     spec = COATNET_SPECS[spec] if isinstance(spec, str) else spec
     _check_choice("downsample", downsample, DOWNSAMPLE_MODES)
     head_dim = spec.head_dim if head_dim is None else int(head_dim)
