@@ -8,7 +8,7 @@ is not installed.
 
 import sys
 
-from effnet_keras.training.cli import main
+from effnet_keras.training.cli import main  # TF's start-up lines: hidden (effnet_keras/cli_util.py), --verbosity=1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,45 +5,52 @@ TensorFlow, JAX and torch backends. Data, training and export live in
 TF-only subpackages that import TensorFlow when used.
 """
 
-from effnet_keras.features import feature_extractor
-from effnet_keras.features import feature_layers
-from effnet_keras.layers import StochasticDepth
-from effnet_keras.models.coatnet import CoAtNet
-from effnet_keras.models.coatnet import CoAtNet0
-from effnet_keras.models.coatnet import CoAtNet1
-from effnet_keras.models.coatnet import CoAtNet2
-from effnet_keras.models.coatnet import CoAtNet3
-from effnet_keras.models.coatnet import CoAtNet4
-from effnet_keras.models.coatnet import CoAtNet5
-from effnet_keras.models.coatnet import CoAtNet6
-from effnet_keras.models.coatnet import CoAtNet7
-from effnet_keras.models.efficientnet import EfficientNet
-from effnet_keras.models.efficientnet import EfficientNetB0
-from effnet_keras.models.efficientnet import EfficientNetB1
-from effnet_keras.models.efficientnet import EfficientNetB2
-from effnet_keras.models.efficientnet import EfficientNetB3
-from effnet_keras.models.efficientnet import EfficientNetB4
-from effnet_keras.models.efficientnet import EfficientNetB5
-from effnet_keras.models.efficientnet import EfficientNetB6
-from effnet_keras.models.efficientnet import EfficientNetB7
-from effnet_keras.models.efficientnet import EfficientNetB8
-from effnet_keras.models.efficientnet import EfficientNetL2
-from effnet_keras.models.efficientnet import compound_scaling
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2B0
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2B1
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2B2
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2B3
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2L
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2M
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2Nano
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2S
-from effnet_keras.models.efficientnet_v2 import EfficientNetV2XL
-from effnet_keras.models.factory import build_classifier
-from effnet_keras.models.registry import get_model
-from effnet_keras.models.registry import get_spec
-from effnet_keras.models.registry import list_models
-from effnet_keras.models.registry import register_model
-from effnet_keras.stats import model_stats
+from effnet_keras import cli_util as _cli_util
+
+if _cli_util.running_our_command():  # effnet-train & co.: TF is imported below, through keras
+    _cli_util.quiet_tensorflow_startup()
+
+from effnet_keras.features import feature_extractor  # noqa: E402
+from effnet_keras.features import feature_layers  # noqa: E402
+from effnet_keras.labels import decode_predictions  # noqa: E402
+from effnet_keras.layers import StochasticDepth  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet0  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet1  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet2  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet3  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet4  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet5  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet6  # noqa: E402
+from effnet_keras.models.coatnet import CoAtNet7  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNet  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB0  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB1  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB2  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB3  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB4  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB5  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB6  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB7  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetB8  # noqa: E402
+from effnet_keras.models.efficientnet import EfficientNetL2  # noqa: E402
+from effnet_keras.models.efficientnet import compound_scaling  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B0  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B1  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B2  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2B3  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2L  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2M  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2Nano  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2S  # noqa: E402
+from effnet_keras.models.efficientnet_v2 import EfficientNetV2XL  # noqa: E402
+from effnet_keras.models.factory import build_classifier  # noqa: E402
+from effnet_keras.models.registry import get_model  # noqa: E402
+from effnet_keras.models.registry import get_spec  # noqa: E402
+from effnet_keras.models.registry import list_models  # noqa: E402
+from effnet_keras.models.registry import register_model  # noqa: E402
+from effnet_keras.preprocessing import preprocess_input  # noqa: E402
+from effnet_keras.stats import model_stats  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -32,7 +32,9 @@ flags.DEFINE_string("config", None, "An extra YAML merged after the dataset conf
 flags.DEFINE_bool("override_config", False, "Continue in a model_dir whose config.yaml differs.")
 flags.DEFINE_string("export_dir", None, "Where --mode=export (and the demo) writes the SavedModel.")
 flags.DEFINE_enum("export_kind", "feature_vector", ["feature_vector", "classification"], "What to export.")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", 2, "Training output: 0 silent, 1 a progress bar within each epoch, 2 one line per "
+                     "epoch (stage, size, epoch k/N, img/s, loss, accuracy, ETA). TensorFlow's start-up and "
+                     "Python log lines, and tracebacks for config errors: --verbosity=1.")
 FLAGS = flags.FLAGS
 
 
@@ -65,8 +67,38 @@ def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, requi
     return result.get("saved_model", target) if isinstance(result, dict) else target
 
 
+class _NotTensorFlowInfo:
+    """A logging filter: warnings and errors from anywhere, INFO only from outside TensorFlow."""
+
+    def filter(self, record):
+        import logging as python_logging
+
+        path = str(getattr(record, "pathname", "")).replace(os.sep, "/")
+        return record.levelno >= python_logging.WARNING or "/tensorflow/" not in path
+
+
 def _main(argv):
-    del argv
+    """One line on stderr and exit status 2 for what the user can fix (a config, a path, a file);
+    the traceback with --verbosity=1."""
+    if len(argv) > 1:  # absl leaves words that are not --flags here; never drop what was typed
+        raise app.UsageError(f"unexpected arguments {argv[1:]} (flags are written --name=value; see --helpfull)")
+    if FLAGS.verbosity < 1:
+        # TF's Python-side INFO chatter (a "Sharding callback duration" line per checkpoint) goes
+        # through absl's handler like ours: drop INFO records logged from TensorFlow's own files.
+        logging.get_absl_handler().addFilter(_NotTensorFlowInfo())
+    try:
+        return _run_job()
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, RunDirError, WeightsFileError, paths
+        if FLAGS.verbosity >= 1:
+            raise
+        from effnet_keras.cli_util import prog_name
+
+        print(f"{prog_name('effnet_keras.training.cli')}: error: {err}  (--verbosity=1 shows the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+def _run_job():
     from effnet_keras import fileio
     from effnet_keras.training import run as run_lib
 

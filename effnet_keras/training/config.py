@@ -142,25 +142,60 @@ def _split_top_level(text):
 
 
 def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str=None, overrides=None):
-    """base.yaml -> model -> dataset -> config_file -> hparam_str -> overrides (flags)."""
+    """base.yaml -> model recipe -> dataset -> config_file -> hparam_str -> overrides (flags).
+
+    Files set defaults, what the user typed wins: `model_name` (the --model_name flag) is applied
+    last, over any file that names another model (the digits demo recipe names
+    efficientnetv2-nano), and a key given both in --hparam_str and as a flag with different
+    values is an error naming both, never a silent pick.
+    """
+    layers = []  # (source, mapping) merged in this order after the model recipe
+    if dataset_cfg:
+        layers.append((f"effnet_keras/configs/datasets/{dataset_cfg}.yaml", dataset_config(dataset_cfg)))
+        layers.append(("--dataset_cfg", {"data": {"config_name": str(dataset_cfg).lower()}}))
+    if config_file:
+        config_file = resolve_config_file(config_file)
+        layers.append((config_file, load_yaml(config_file)))
+    if hparam_str:
+        layers.append(("--hparam_str", parse_hparam_str(hparam_str)))
+    if overrides:
+        layers.append(("command-line flags", overrides))
+    if model_name:
+        layers.append(("--model_name", {"model": {"name": model_name}}))
+    _refuse_typed_conflicts(layers)
+
     config = load_yaml(config_path("base.yaml"))
     if model_name:
         config = merge(config, {"model": {"name": model_name}}, "--model_name")
         recipe = model_recipe(model_name)
         if recipe:
             config = merge(config, recipe, f"recipe for {model_name}")
-    if dataset_cfg:
-        config = merge(config, dataset_config(dataset_cfg), f"effnet_keras/configs/datasets/{dataset_cfg}.yaml")
-        config = merge(config, {"data": {"config_name": str(dataset_cfg).lower()}}, "--dataset_cfg")
-    if config_file:
-        config_file = resolve_config_file(config_file)
-        config = merge(config, load_yaml(config_file), config_file)
-    if hparam_str:
-        config = merge(config, parse_hparam_str(hparam_str), "--hparam_str")
-    if overrides:
-        config = merge(config, overrides, "command-line flags")
+    for source, layer in layers:
+        if source == "--model_name":
+            _note_replaced_model(config, model_name)
+        config = merge(config, layer, source)
     validate(config)
     return config
+
+
+def _refuse_typed_conflicts(layers):
+    """Two things the user typed (--hparam_str, flags, --model_name) setting one key differently."""
+    typed = [(source, _flatten(layer)) for source, layer in layers
+             if source in ("--hparam_str", "command-line flags", "--model_name")]
+    for i, (source_a, flat_a) in enumerate(typed):
+        for source_b, flat_b in typed[i + 1:]:
+            for key in sorted(set(flat_a) & set(flat_b)):
+                if flat_a[key] != flat_b[key]:
+                    raise ConfigError(f"{key} is given twice with different values: {flat_a[key]!r} in {source_a} "
+                                      f"and {flat_b[key]!r} in {source_b}; give it once.")
+
+
+def _note_replaced_model(config, model_name):
+    if str(config["model"]["name"]).lower() != str(model_name).lower():
+        from absl import logging
+
+        logging.info("--model_name=%s replaces model.name=%s set by a config file.", model_name,
+                     config["model"]["name"])
 
 
 def model_recipe(model_name):
@@ -197,11 +232,17 @@ def dump(config):
     return yaml.safe_dump(config, sort_keys=True)
 
 
+def _has_checkpoint(model_dir):
+    return any(fileio.exists(os.path.join(model_dir, name)) for name in ("checkpoint", "model.weights.h5"))
+
+
 def write_or_check(config, model_dir, override_config=False):
     """Write model_dir/config.yaml, or refuse a different config for an existing run."""
     fileio.makedirs(model_dir)
     path = os.path.join(model_dir, "config.yaml")
-    if fileio.exists(path) and not override_config:
+    # A run that stopped before its first checkpoint (a bad --data_dir, a typo) left nothing to
+    # resume: its config.yaml does not bind the corrected rerun.
+    if fileio.exists(path) and not override_config and _has_checkpoint(model_dir):
         existing = load_yaml(path)
         if existing != yaml.safe_load(dump(config)):
             changed = sorted(

@@ -76,11 +76,11 @@ def plan_stages(stages, base_batch, num_train, replicas=1, growth=True, cap=None
     plans, step = [], 0
     for stage, batch in zip(stages, batches):
         if batch % max(1, replicas):
-            raise ValueError(f"Stage {stage.index}: global batch {batch} is not a multiple of the {replicas} replicas.")
+            raise ValueError(f"Stage {stage.index + 1}: global batch {batch} is not a multiple of the {replicas} replicas.")
         steps = num_train // batch
         if steps < 1:
             raise ValueError(
-                f"Stage {stage.index}: global batch {batch} is larger than the {num_train} training examples; "
+                f"Stage {stage.index + 1}: global batch {batch} is larger than the {num_train} training examples; "
                 "lower train.batch_size or set train.progressive.max_batch_size."
             )
         plan = StagePlan(stage, batch, steps, batch / base_batch, step)

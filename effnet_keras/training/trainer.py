@@ -172,11 +172,18 @@ class Trainer:
         if step and plan is not None and batch and batch != plan.batch_size:
             # Resumed on another replica count (batch rounding differs): skip the same images.
             logging.warning("Checkpoint batch %d != this run's stage batch %d; skipping %d images of epoch %d.",
-                            batch, plan.batch_size, step * batch, epoch)
+                            batch, plan.batch_size, step * batch, epoch + 1)
             step = step * batch // plan.batch_size
-        logging.info("Resuming from %s: stage %d, epoch %d, step %d in epoch (global step %d).",
-                     latest, stage, epoch, step, self.global_step())
+        logging.info("Resuming from %s: %s, step %d in the epoch (global step %d).",
+                     latest, self._position(self.plan_for_epoch(epoch) or self.plans[-1], epoch), step,
+                     self.global_step())
         return epoch, step
+
+    def _position(self, plan, epoch):
+        """'stage 2/3, epoch 7/18': what a person reads (1-based, out of the run's totals).
+        History records and checkpoints keep 0-based indices (`stage`, `epoch`)."""
+        return (f"stage {plan.stage.index + 1}/{len(self.plans)}, "
+                f"epoch {epoch + 1}/{self.plans[-1].stage.end_epoch}")
 
     def plan_for_epoch(self, epoch):
         return next((p for p in self.plans if p.stage.start_epoch <= epoch < p.stage.end_epoch), None)
@@ -185,8 +192,8 @@ class Trainer:
         plan = plan or self.plan_for_epoch(epoch) or self.plans[-1]
         if not self._weights_finite():
             raise NonFiniteLoss(
-                f"Weights became non-finite by global step {self.global_step()} (stage {plan.stage.index}, epoch "
-                f"{epoch}); not saving them. The last good checkpoint is {self.manager.latest_checkpoint}. "
+                f"Weights became non-finite by global step {self.global_step()} ({self._position(plan, epoch)}); "
+                "not saving them. The last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
         self.progress.assign([epoch, step_in_epoch, plan.stage.index, plan.batch_size])
@@ -229,7 +236,7 @@ class Trainer:
         for plan in self.plans:
             stage = plan.stage
             if stage.end_epoch <= epoch0:
-                logging.info("Stage %d already complete; skipping it.", stage.index)
+                logging.info("Stage %d/%d already complete; skipping it.", stage.index + 1, len(self.plans))
                 continue
             if self._stop_at_max_steps():
                 break
@@ -242,7 +249,7 @@ class Trainer:
                 if skip < plan.steps_per_epoch:
                     self._run_epoch(plan, epoch, skip)
                 if self._stop_at_max_steps():
-                    logging.info("Reached train.max_steps=%s at epoch %d.", self.max_steps, epoch)
+                    logging.info("Reached train.max_steps=%s at %s.", self.max_steps, self._position(plan, epoch))
                     self._save_if_unsaved(epoch + 1, plan)  # it may have ended on an unsaved epoch end
                     return self.history
             self._save_if_unsaved(stage.end_epoch, plan)
@@ -256,9 +263,10 @@ class Trainer:
     def _log_stage(self, plan):
         stage = plan.stage
         logging.info(
-            "Stage %d/%d: epochs %d-%d, image %d px, batch %d (%d steps/epoch, lr x%.2f), RandAugment %.2f, "
+            "Stage %d/%d: epochs %d-%d of %d, image %d px, batch %d (%d steps/epoch, lr x%.2f), RandAugment %.2f, "
             "mixup %.2f, cutmix %.2f, dropout %.3f, drop-connect %.3f",
-            stage.index + 1, len(self.plans), stage.start_epoch, stage.end_epoch - 1, stage.image_size,
+            stage.index + 1, len(self.plans), stage.start_epoch + 1, stage.end_epoch, self.plans[-1].stage.end_epoch,
+            stage.image_size,
             plan.batch_size, plan.steps_per_epoch, plan.lr_scale, stage.randaug_magnitude, stage.mixup_alpha,
             stage.cutmix_alpha, stage.dropout_rate, stage.drop_connect_rate,
         )
@@ -306,13 +314,15 @@ class Trainer:
         callback = _ExecutionCallback(self, plan, epoch, skip)
         step_before = self.global_step()
         start = time.perf_counter()
+        # Keras' own epoch lines ("Epoch 7/7": fit() runs one epoch per call) are replaced by
+        # _record_epoch's line; verbose=1 keeps its progress bar within the epoch.
         history = self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
-                                 callbacks=[callback], verbose=self.verbose)
+                                 callbacks=[callback], verbose=1 if self.verbose == 1 else 0, shuffle=False)
         seconds = time.perf_counter() - start
         if callback.bad_loss is not None:
             raise NonFiniteLoss(
-                f"Loss became {callback.bad_loss} at global step {self.global_step()} (stage {plan.stage.index}, "
-                f"epoch {epoch}). Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
+                f"Loss became {callback.bad_loss} at global step {self.global_step()} ({self._position(plan, epoch)}). "
+                "Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
         return _EpochRun(steps=self.global_step() - step_before, seconds=seconds,
@@ -333,13 +343,35 @@ class Trainer:
             **{k: float(v[-1]) for k, v in run.metrics.items()},
         }
         self.history.append(record)
-        if compile_seconds is not None:
-            logging.info("Stage %d: first execution overhead (trace/compile, if any) %.1f s.", plan.stage.index,
-                         compile_seconds)
-        logging.info("epoch %d: %s", epoch, json.dumps(record))
+        logging.vlog(1, "epoch record: %s", json.dumps(record))
+        if self.verbose:
+            print(self._epoch_line(plan, epoch, record), flush=True)
         self.scalars.write(self.global_step(), {
             f"epoch/{k}": v for k, v in record.items() if k not in ("stage", "epoch") and v is not None
         })
+
+    def _epoch_line(self, plan, epoch, record):
+        """One line a person can follow: where in the run, how fast, how well, how long to go."""
+        metrics = "  ".join(f"{k} {record[k]:.4f}" for k in ("loss", "top1") if record.get(k) is not None)
+        compile_note = f" (+{record['compile_seconds']:.1f} s compile)" if record["compile_seconds"] else ""
+        return (f"{self._position(plan, epoch)}  {plan.stage.image_size} px  batch {plan.batch_size}  "
+                f"{record['img_per_s']:.0f} img/s{compile_note}  {metrics}  ETA {self._eta(plan, epoch, record)}")
+
+    def _eta(self, plan, epoch, record):
+        """Time left for the whole run, from this epoch's speed: later stages scaled by their
+        pixels per step (image size^2 x batch) relative to this one."""
+        seconds_per_step = record["seconds"] / max(1, record["steps"])
+        if record["steady_img_per_s"]:
+            seconds_per_step = plan.batch_size / record["steady_img_per_s"]
+        work = plan.stage.image_size ** 2 * plan.batch_size
+        left = (plan.stage.end_epoch - epoch - 1) * plan.steps_per_epoch * seconds_per_step
+        for later in self.plans[plan.stage.index + 1:]:
+            scale = later.stage.image_size ** 2 * later.batch_size / work
+            left += (later.stage.end_epoch - later.stage.start_epoch) * later.steps_per_epoch * seconds_per_step * scale
+        if self.max_steps is not None:  # a capped run ends sooner
+            left = min(left, max(0, int(self.max_steps) - self.global_step()) * seconds_per_step)
+        left = int(round(left))
+        return f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
 
     def _step_timing(self, plan, run):
         """-> (seconds per steady step or None, the stage's first-execution overhead or None after its first epoch)."""

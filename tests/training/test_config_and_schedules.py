@@ -70,10 +70,31 @@ def test_rerun_with_different_config_is_refused(tmp_path):
     config_lib.write_or_check(cfg, str(tmp_path))
     config_lib.write_or_check(cfg, str(tmp_path))  # same config: fine
     other = config_lib.build_config(hparam_str="train.epochs=3")
+    # No checkpoint yet (the first run failed before its first save): the corrected rerun replaces it.
+    config_lib.write_or_check(other, str(tmp_path))
+    assert config_lib.load_yaml(os.path.join(tmp_path, "config.yaml"))["train"]["epochs"] == 3
+    config_lib.write_or_check(cfg, str(tmp_path))
+    open(os.path.join(tmp_path, "checkpoint"), "w").close()  # the run has started: its config binds
     with pytest.raises(config_lib.ConfigError, match=r"different config.*train.epochs.*--override_config"):
         config_lib.write_or_check(other, str(tmp_path))
     config_lib.write_or_check(other, str(tmp_path), override_config=True)
     assert config_lib.load_yaml(os.path.join(tmp_path, "config.yaml"))["train"]["epochs"] == 3
+
+
+def test_typed_values_win_over_files_and_conflicts_are_refused():
+    # The digits demo recipe names efficientnetv2-nano; the flag wins (it used to be dropped).
+    demo = config_lib.config_path("recipes", "digits_demo.yaml")
+    cfg = config_lib.build_config(model_name="efficientnetv2-b0", dataset_cfg="digits", config_file=demo)
+    assert cfg["model"]["name"] == "efficientnetv2-b0"
+    assert config_lib.build_config(dataset_cfg="digits", config_file=demo)["model"]["name"] == "efficientnetv2-nano"
+    with pytest.raises(config_lib.ConfigError, match=r"model.name: Unknown model name 'efficientnetv2-q'"):
+        config_lib.build_config(model_name="efficientnetv2-q")
+    with pytest.raises(config_lib.ConfigError, match=r"model.name is given twice.*--hparam_str.*--model_name"):
+        config_lib.build_config(model_name="efficientnetv2-b0", hparam_str="model.name=efficientnetv2-b1")
+    with pytest.raises(config_lib.ConfigError, match=r"data.data_dir is given twice"):
+        config_lib.build_config(hparam_str="data.data_dir=/a", overrides={"data": {"data_dir": "/b"}})
+    same = config_lib.build_config(hparam_str="data.ram=5", overrides={"data": {"ram": 5}})
+    assert same["data"]["ram"] == 5
 
 
 # ----------------------------------------------------------------- lr schedule

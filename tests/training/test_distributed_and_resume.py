@@ -28,7 +28,7 @@ RESUME_HP = (
 
 def _main_cmd(model_dir):
     return [sys.executable, "-m", "effnet_keras.training.cli", "--dataset_cfg=digits", f"--model_dir={model_dir}",
-            "--mode=train", "--verbose=0", f"--hparam_str={RESUME_HP}"]
+            "--mode=train", "--verbose=0", "--verbosity=1", f"--hparam_str={RESUME_HP}"]
 
 
 def _progress(model_dir):
@@ -53,7 +53,7 @@ def _weights(model_dir):
 
 
 def _epoch_records(stderr):
-    return [json.loads(m) for m in re.findall(r"epoch \d+: (\{.*\})", stderr)]
+    return [json.loads(m) for m in re.findall(r"epoch record: (\{.*\})", stderr)]
 
 
 @pytest.mark.slow
@@ -82,8 +82,8 @@ def test_sigkill_mid_stage_then_rerun_resumes_and_matches_uninterrupted(tmp_path
 
     resumed = subprocess.run(_main_cmd(killed_dir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"stage 1, epoch {epoch}, step {step} in epoch" in resumed.stderr
-    assert "Stage 0 already complete" in resumed.stderr  # no completed stage is redone
+    assert f"stage 2/2, epoch {epoch + 1}/2, step {step} in the epoch" in resumed.stderr  # 1-based for people
+    assert "Stage 1/2 already complete" in resumed.stderr  # no completed stage is redone
     records = _epoch_records(resumed.stderr)
     assert (records[0]["stage"], records[0]["epoch"], records[0]["steps"]) == (1, epoch, 1437 // 32 - step)
     assert [r["epoch"] for r in records] == list(range(epoch, 2))
