@@ -59,9 +59,10 @@ def test_largest_models_need_a_small_recursion_limit():
 
 
 @pytest.mark.slow
-def test_v2_xl_b8_l2_build_and_round_trip_at_default_recursion_limit(tmp_path):
+def test_v2_xl_round_trip_at_default_recursion_limit(tmp_path):
     """V2-XL at 64 px (random weights): every builder option, .weights.h5, .keras,
-    from_config (keras.Model and the model's class), clone_model, all exact; B8 and L2 build."""
+    from_config (keras.Model and the model's class), clone_model, all exact. (B8 and L2 build at
+    limit 400 above and with weights in test_param_counts.py.)"""
     out = _run(
         f"""
         import gc, os, sys
@@ -118,16 +119,12 @@ def test_v2_xl_b8_l2_build_and_round_trip_at_default_recursion_limit(tmp_path):
         assert shapes == {{"avg": (None, 1280), "max": (None, 1280), "features": (None, None, None, 1280),
                           "gray": (None, 1280), "tensor": (None, 3)}}, shapes
 
-        for builder in (effnet_keras.EfficientNetB8, effnet_keras.EfficientNetL2):
-            net = builder(include_top=False, pooling="avg", input_shape=(64, 64, 3))
-            print(builder.__name__, len(net.layers), np_(net(images[:1])).shape)
-            del net; gc.collect()
         assert sys.getrecursionlimit() == 1000
         print("DONE")
         """,
         timeout=900,
     )
-    assert "EfficientNetB8 837 (1, 2816)" in out and "EfficientNetL2 1209 (1, 5504)" in out and "DONE" in out, out
+    assert "DONE" in out, out
 
 
 @pytest.mark.slow
