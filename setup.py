@@ -11,7 +11,7 @@ setup(
     # main.py stays a checkout convenience; the wheel's jobs are the console scripts below.
     packages=find_packages(include=["effnet_keras", "effnet_keras.*", "hub_export", "hub_export.*"]),
     # The recipes and dataset configs live in the package (read with importlib.resources).
-    package_data={"effnet_keras": ["configs/*.yaml", "configs/*/*.yaml", "weights/*.json"]},
+    package_data={"effnet_keras": ["configs/*.yaml", "configs/*/*.yaml", "weights/*.json", "labels/*.txt"]},
     install_requires=[
         "tensorflow~=2.21.0",
         # The training loop uses Keras internals checked on 3.15 only (effnet_keras/_keras_internals.py);
@@ -36,6 +36,7 @@ setup(
             "effnet-export=hub_export.__main__:main",
             "effnet-cam=effnet_keras.explain.__main__:main",
             "effnet-convert=effnet_keras.convert:main",
+            "effnet-predict=effnet_keras.predict:main",
         ]
     },
 )

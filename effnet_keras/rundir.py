@@ -67,6 +67,16 @@ def build_model(config, num_classes=None, image_size=None):
     )
 
 
+def open_for_command(parser, model_dir, weights=None):
+    """The RunDir a tool's --model_dir names, or the tool's usage error (exit 2) saying what is wrong."""
+    if weights:
+        parser.error("--weights goes with --model_name; a --model_dir brings its own weights.")
+    try:
+        return RunDir.open(model_dir)
+    except RunDirError as err:
+        parser.error(str(err))
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     path: str

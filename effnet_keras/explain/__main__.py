@@ -27,13 +27,17 @@ def _load_image(path, size):
         return np.asarray(image, dtype="float32")
 
 
-def _labels(path, classes):
-    if path is None:
-        return [str(i) for i in range(classes)]
-    names = [line.strip() for line in fileio.read_text(path).splitlines() if line.strip()]
-    if len(names) != classes:
-        raise SystemExit(f"--labels file {path} has {len(names)} names; the model has {classes} classes.")
-    return names
+def _labels(path, classes, model_dir=None):
+    """Caption names, as effnet-predict finds them: --labels, else the run's labels.txt, else the
+    ImageNet names for an ImageNet head, else the class index (effnet_keras.labels.class_names_for)."""
+    from effnet_keras import labels
+    from effnet_keras import rundir
+
+    run = rundir.RunDir.open(model_dir, require_weights=False) if model_dir else None
+    try:
+        return labels.class_names_for(classes, run=run, labels_file=path)
+    except ValueError as err:  # a names file whose length is not the model's class count
+        raise SystemExit(f"--labels: {err}" if path else str(err)) from None
 
 
 def _save_png(image, path):
@@ -49,12 +53,7 @@ def _model(args, parser):
     from effnet_keras import rundir
 
     if args.model_dir:
-        if args.weights:
-            parser.error("--weights goes with --model_name; a --model_dir brings its own weights.")
-        try:
-            run = rundir.RunDir.open(args.model_dir)
-        except rundir.RunDirError as err:
-            parser.error(str(err))
+        run = rundir.open_for_command(parser, args.model_dir, args.weights)
         size = args.image_size or run.eval_size
         return run.build(size), size
     kwargs = dict(weights=args.weights, classes=args.classes)
@@ -88,7 +87,7 @@ def main(argv=None):
     images = np.stack([_load_image(p, size) for p in args.images])
     heatmaps, logits = class_activation_map(model, images, layer_name=args.layer, return_logits=True)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-    names = _labels(args.labels, probs.shape[-1])
+    names = _labels(args.labels, probs.shape[-1], args.model_dir)
     fileio.makedirs(args.out)
     panels, written = [], []
     for path, image, heatmap, p in zip(args.images, images, heatmaps, probs):
