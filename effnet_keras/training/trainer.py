@@ -193,7 +193,7 @@ class Trainer:
         if not self._weights_finite():
             raise NonFiniteLoss(
                 f"Weights became non-finite by global step {self.global_step()} ({self._position(plan, epoch)}); "
-                "not saving them. The last good checkpoint is {self.manager.latest_checkpoint}. "
+                f"not saving them. The last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
         self.progress.assign([epoch, step_in_epoch, plan.stage.index, plan.batch_size])
@@ -322,7 +322,7 @@ class Trainer:
         if callback.bad_loss is not None:
             raise NonFiniteLoss(
                 f"Loss became {callback.bad_loss} at global step {self.global_step()} ({self._position(plan, epoch)}). "
-                "Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
+                f"Stopped; the last good checkpoint is {self.manager.latest_checkpoint}. "
                 "Lower train.lr_base, enable train.gclip, or check the data."
             )
         return _EpochRun(steps=self.global_step() - step_before, seconds=seconds,
