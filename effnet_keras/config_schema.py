@@ -41,7 +41,7 @@ LR_SCHEDULES = ("exponential", "cosine", "constant")
 LOSSES = ("auto", "softmax", "sigmoid")
 STRATEGIES = ("auto", "tpu", "gpus", "cpu", "multi_worker")
 MIXED_PRECISIONS = ("auto", "bf16", "fp16", "none")
-DATA_SOURCES = ("digits", "imagenet", "imagenet21k", "tfds")
+DATA_SOURCES = ("digits", "imagenet", "imagenet21k", "tfds", "folder")
 AUGMENTS = ("randaugment", "ft", "none")
 # TFDS datasets we have configs for (effnet_keras/configs/datasets/*.yaml); data.sources reads it too.
 TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "tf_flowers", "imagenet2012")
@@ -350,11 +350,19 @@ class DataConfig(_Section):
     digits_image_size: int
     test_fraction: float
     split_seed: int
+    val_fraction: float = in_range(0.0, 1.0, closed="[)", note="(folder: the share of each class held out)")
 
     def _check(self):
         if self.name == "tfds" and self.tfds_name not in TFDS_NAMES:
             raise ConfigError(f"data.tfds_name must be one of {TFDS_NAMES} for data.name='tfds'. "
                               f"Received: {self.tfds_name!r}")
+        if self.name == "folder" and not self.data_dir:
+            raise ConfigError("data.data_dir must be a folder of class sub-folders (DIR/<class>/*.jpg, or DIR/train/ "
+                              f"and DIR/val/) for data.name='folder'; pass --data_dir=DIR. Received: {self.data_dir!r}")
+        if self.name == "digits" and self.data_dir:  # --data_dir with the default dataset: never ignored
+            raise ConfigError(f"data.data_dir={self.data_dir!r} but data.name='digits' reads no files (scikit-learn's "
+                              "digits are built in): for a folder of images use --dataset_cfg=folder --data_dir=DIR; "
+                              "for TFRecords / TFDS, --dataset_cfg=imagenet, cifar10ft, ...")
         if self.name == "imagenet21k" and not self.multilabel:
             raise ConfigError("data.multilabel must be true for data.name='imagenet21k' (multi-hot labels). "
                               f"Received: {self.multilabel!r}")

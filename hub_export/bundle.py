@@ -6,6 +6,7 @@ import tarfile
 import tempfile
 
 from effnet_keras import fileio
+from effnet_keras import rundir
 
 USAGE = """## Usage
 
@@ -38,14 +39,18 @@ hub.KerasLayer). Use a small learning rate (e.g. SGD 0.005, momentum 0.9) and la
 """
 
 
-def write_bundle(export_dir, *, model_name, kind, num_outputs, image_size, weights_provenance, owner="effnet-keras"):
+def write_bundle(export_dir, *, model_name, kind, num_outputs, image_size, weights_provenance, owner="effnet-keras",
+                 class_names=None):
     """Write `<export_dir>_bundle/` with saved_model.tar.gz, model-metadata.json,
-    model-instance-metadata.json and README.md (the model card). Returns the folder."""
+    model-instance-metadata.json and README.md (the model card), and labels.txt when
+    `class_names` are given (the tarball's SavedModel holds it too, as assets/labels.txt).
+    Returns the folder."""
     out = export_dir.rstrip("/") + "_bundle"
     # Staged beside `out` and moved into place complete (local and bucket paths alike).
     with fileio.staged_dir(out, commit_last=("saved_model.tar.gz",)) as staging:
         _write_bundle_files(staging, export_dir, model_name=model_name, kind=kind, num_outputs=num_outputs,
-                            image_size=image_size, weights_provenance=weights_provenance, owner=owner)
+                            image_size=image_size, weights_provenance=weights_provenance, owner=owner,
+                            class_names=class_names)
     return out
 
 
@@ -62,10 +67,15 @@ def _write_tarball(export_dir, tarball):
         fileio.copy(local_tar, tarball)
 
 
-def _write_bundle_files(out, export_dir, *, model_name, kind, num_outputs, image_size, weights_provenance, owner):
+def _write_bundle_files(out, export_dir, *, model_name, kind, num_outputs, image_size, weights_provenance, owner,
+                        class_names=None):
     _write_tarball(export_dir, os.path.join(out, "saved_model.tar.gz"))
     what = "pooled features (no dropout)" if kind == "feature_vector" else "class logits (apply softmax yourself)"
     usage = USAGE.format(size=image_size, outputs=num_outputs, what=what)
+    if class_names is not None:
+        rundir.write_labels(out, class_names)
+        usage += (f"\nClass names ({len(class_names)}, in output index order): `labels.txt`, also inside the "
+                  "SavedModel as `assets/labels.txt`.\n")
     slug = model_name.lower().replace("_", "-")
     model_meta = {
         "ownerSlug": owner,

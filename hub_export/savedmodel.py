@@ -11,11 +11,14 @@ Feature vectors are the pooled features before the classifier's dropout;
 classification outputs logits (pre-softmax), whatever the model's activation.
 """
 
+import tempfile
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from effnet_keras import _keras_internals as keras_internals
+from effnet_keras import rundir
 
 KINDS = ("feature_vector", "classification")
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
@@ -88,8 +91,22 @@ class ExportModule(tf.__internal__.tracking.AutoTrackable):
         return self._forward(images, True)
 
 
-def save(model, export_dir, kind="feature_vector"):
+LABELS_ASSET = "labels.txt"  # assets/labels.txt: class names, one per line, in output index order
+
+
+def save(model, export_dir, kind="feature_vector", class_names=None):
+    """tf.saved_model.save of an ExportModule; `class_names` travel inside it as the asset
+    assets/labels.txt (`module.labels_file`, a tf.saved_model.Asset)."""
     module = ExportModule(model, kind)
+    if class_names is not None:
+        with tempfile.TemporaryDirectory(prefix="effnet_labels_") as tmp:
+            # the Asset copies the file into export_dir/assets/ at save time, so a temp source is enough
+            module.labels_file = tf.saved_model.Asset(rundir.write_labels(tmp, class_names))
+            return _save(module, export_dir)
+    return _save(module, export_dir)
+
+
+def _save(module, export_dir):
     # One concrete function per value of `training` (no tf.cond on it inside a trace).
     module.__call__.get_concrete_function(IMAGE_SPEC, training=False)
     module.__call__.get_concrete_function(IMAGE_SPEC, training=True)

@@ -71,11 +71,12 @@ def test_wheel_contents(wheel):
     assert "main.py" not in names, "the wheel must not install a top-level `main` module"
     for required in ("effnet_keras/configs/base.yaml", "effnet_keras/configs/recipes/digits_demo.yaml",
                      "effnet_keras/configs/datasets/imagenet.yaml", "effnet_keras/weights/registry.json",
-                     "effnet_keras/training/cli.py", "hub_export/savedmodel.py"):
+                     "effnet_keras/training/cli.py", "hub_export/savedmodel.py",
+                     "effnet_keras/labels/imagenet1k.txt", "effnet_keras/labels/imagenet21k.txt"):
         assert required in names, f"{required} missing from {os.path.basename(wheel)}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for script in ("effnet-train", "effnet-export", "effnet-cam", "effnet-convert"):
+    for script in ("effnet-train", "effnet-export", "effnet-cam", "effnet-convert", "effnet-predict"):
         assert f"{script} =" in text
 
 
@@ -96,6 +97,9 @@ def test_console_scripts_from_an_empty_folder(venv, tmp_path):
     assert 0.0 <= summary["eval"]["top1"] <= 1.0
     assert os.path.exists(run_dir / "ema.weights.h5") and os.path.exists(run_dir / "config.yaml")
     assert os.path.exists(os.path.join(summary["export"], "saved_model.pb"))
+    for noise in ("oneDNN", "cuInit", "cuda drivers", "Sharding callback", "Epoch 1/1"):  # quiet start, our lines
+        assert noise not in train.stdout + train.stderr, f"{noise!r} in effnet-train's output"
+    assert (run_dir / "labels.txt").read_text().split() == [str(d) for d in range(10)]
 
     export = _run([str(bin_dir / "effnet-export"), f"--model_dir={run_dir}", "--export_dir=cls",
                    "--kind=classification"], cwd=str(work))
@@ -104,6 +108,16 @@ def test_console_scripts_from_an_empty_folder(venv, tmp_path):
     assert os.path.exists(work / "cls" / "saved_model.pb")
     # Nothing but the run and the export appeared in the user's folder.
     assert sorted(os.listdir(work)) == ["cls", "runs"]
+
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    predicted = _run([str(bin_dir / "effnet-predict"), "--export_dir=cls", "--image_size=64", "--top_k=3", "--json",
+                      str(image)], cwd=str(work))
+    top = json.loads(predicted.stdout)[0]
+    names = [entry["name"] for entry in top["predictions"]]
+    assert len(names) == 3 and set(names) <= {str(d) for d in range(10)}, top  # the run's labels.txt travelled
 
     usage = _run([str(bin_dir / "effnet-convert"), "--help"], cwd=str(work)).stdout
     assert usage.startswith("usage: effnet-convert")

@@ -13,6 +13,7 @@ and no stateful op forces tf.data to run serially under op determinism.
 
 import dataclasses
 import functools
+import itertools
 import sys
 
 import tensorflow as tf
@@ -35,24 +36,57 @@ def validate_data_config(cfg):
     return config_schema.DataConfig.from_dict(cfg).to_dict()
 
 
+def resolve_data_counts(config):
+    """A run config with data.num_classes / num_train_examples / num_eval_examples counted from the data
+    where they can be (data.name=folder: the image folder is listed); any other config is returned as is.
+    The training driver calls it before writing config.yaml, so the run directory's config builds the
+    right head."""
+    data = config.get("data", config) if isinstance(config, dict) else config
+    if data.get("name") != "folder":
+        return config
+    counted = _folder_counts(validate_data_config(data))
+    resolved = dict(data, **counted)
+    return dict(config, data=resolved) if "data" in config else resolved
+
+
+def _folder_counts(cfg):
+    listing = sources.list_folder(cfg)
+    return {"num_classes": listing.num_classes, "num_train_examples": listing.count(cfg["train_split"]),
+            "num_eval_examples": listing.count(cfg["eval_split"])}
+
+
 def dataset_info(cfg):
-    """-> dict(name, num_classes, num_train_examples, num_eval_examples, multilabel). Reads no data
-    (digits: the split is computed, as its size depends on data.test_fraction)."""
-    validate_data_config(cfg)
+    """-> dict(name, num_classes, num_train_examples, num_eval_examples, multilabel, class_names). Reads no
+    data (digits: the split is computed, as its size depends on data.test_fraction; folder: the folder is
+    listed and the counts come from it). class_names: a list of str where known (digits, folder, TFDS),
+    else None."""
+    cfg = validate_data_config(cfg)
     num_train, num_eval = int(cfg["num_train_examples"]), int(cfg["num_eval_examples"])
+    num_classes, class_names = int(cfg["num_classes"]), None
     if cfg["name"] == "digits":
         counted = sources.digits_counts(cfg)
         if counted != (num_train, num_eval):
             logging.warning("digits split has %d/%d train/test images (test_fraction=%s); data.num_*_examples "
                             "said %d/%d: using the real counts.", *counted, cfg["test_fraction"], num_train, num_eval)
         num_train, num_eval = counted
+        class_names = [str(k) for k in range(10)]
+    elif cfg["name"] == "folder":
+        counted = _folder_counts(cfg)
+        num_classes, num_train, num_eval = (counted[k] for k in ("num_classes", "num_train_examples",
+                                                                  "num_eval_examples"))
+        class_names = list(sources.list_folder(cfg).class_names)
+    elif cfg["name"] == "tfds":
+        class_names = sources.tfds_class_names(cfg)
+    if class_names is not None and len(class_names) != num_classes:
+        class_names = None
     name = cfg.get("config_name") or (cfg["tfds_name"] if cfg["name"] == "tfds" else cfg["name"])
     return {
         "name": name,
-        "num_classes": int(cfg["num_classes"]),
+        "num_classes": num_classes,
         "num_train_examples": num_train,
         "num_eval_examples": num_eval,
         "multilabel": bool(cfg["multilabel"]),
+        "class_names": class_names,
     }
 
 
@@ -62,6 +96,8 @@ def _source(cfg, split_name, input_context, shuffle_files, seed, deterministic):
         return sources.digits_source(cfg, split_name, num_classes, input_context)
     if cfg["name"] == "tfds":
         return sources.tfds_source(cfg, split_name, num_classes, input_context, shuffle_files, seed)
+    if cfg["name"] == "folder":
+        return sources.folder_source(cfg, split_name, num_classes, input_context, shuffle_files, seed)
     return sources.tfrecord_source(cfg, split_name, num_classes, input_context, shuffle_files, seed, deterministic)
 
 
@@ -77,7 +113,7 @@ def _op_determinism_enabled():
     return bool(getattr(tf_config, "is_op_determinism_enabled", lambda: False)())
 
 
-def _map_skipping_corrupt(records, fn, what, placeholder, deterministic):
+def _map_skipping_corrupt(records, fn, what, placeholder, deterministic, record_id=None):
     """records.map(fn), skipping the records on which fn raises (bad JPEG, bad tf.Example, label out of range).
 
     Each record is decoded in a one-element dataset with its own ignore_errors, so only
@@ -87,12 +123,21 @@ def _map_skipping_corrupt(records, fn, what, placeholder, deterministic):
     are counted (a running total is logged at each skip, next to tf.data's own warning
     with the error) and dropped. The count uses tf.print, a stateful op, so it is left
     out when op determinism is on (it would make tf.data run the whole pipeline serially).
+    `record_id(*element)` (a string tensor, e.g. the file path of a folder record): the
+    skipped records are then named in an absl WARNING instead (see `skipped_records`).
     """
+    with_id = record_id is not None
     flagged_placeholder = tf.data.Dataset.from_tensors((*placeholder, False))
 
     def decode_one(*element):
-        decoded = tf.data.Dataset.from_tensors(element).map(lambda *e: (*fn(*e), True))
-        return decoded.ignore_errors(log_warning=True).concatenate(flagged_placeholder).take(1)
+        if with_id:
+            name = record_id(*element)
+            decoded = tf.data.Dataset.from_tensors(element).map(lambda *e: (*fn(*e), name, True))
+            failed = tf.data.Dataset.from_tensors((*placeholder, name, False))
+        else:
+            decoded = tf.data.Dataset.from_tensors(element).map(lambda *e: (*fn(*e), True))
+            failed = flagged_placeholder
+        return decoded.ignore_errors(log_warning=True).concatenate(failed).take(1)
 
     flagged = records.interleave(decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if not _op_determinism_enabled():
@@ -101,12 +146,39 @@ def _map_skipping_corrupt(records, fn, what, placeholder, deterministic):
             ok = element[-1]
             total = total + tf.cast(tf.logical_not(ok), tf.int64)
             if not ok:
-                tf.print("effnet_keras.data: skipped a corrupt record of", what, "- total so far:", total,
-                         output_stream=sys.stderr)
+                if with_id:
+                    tf.py_function(functools.partial(_log_skipped, what), [element[-2]], [])
+                else:
+                    tf.print("effnet_keras.data: skipped a corrupt record of", what, "- total so far:", total,
+                             output_stream=sys.stderr)
             return total, element
 
         flagged = flagged.scan(tf.constant(0, tf.int64), count)
-    return flagged.filter(_flag).map(_without_flag)
+    flagged = flagged.filter(_flag)
+    return flagged.map(_without_flag_and_id if with_id else _without_flag)
+
+
+# what ("folder:train") -> names of the records skipped so far in this process (dict keys: first skip first)
+_SKIPPED = {}
+_SKIPPED_SHOWN = 5
+
+
+def _log_skipped(what, name):
+    name = name.numpy().decode("utf-8", "replace")
+    seen = _SKIPPED.setdefault(what, {})  # an ordered set
+    if name in seen:  # a later epoch skipping it again: logged once
+        return
+    seen[name] = None
+    first = list(itertools.islice(seen, _SKIPPED_SHOWN))
+    logging.warning("effnet_keras.data: skipped %d unreadable or corrupt file(s) of %s so far (first: %s)",
+                    len(seen), what, ", ".join(first) + (", ..." if len(seen) > _SKIPPED_SHOWN else ""))
+
+
+def skipped_records(what=None):
+    """Names of the records skipped so far by pipelines that name them (folder: paths), by `what` or all."""
+    if what is not None:
+        return list(_SKIPPED.get(what, []))
+    return {key: list(value) for key, value in _SKIPPED.items()}
 
 
 def _flag(*element):
@@ -115,6 +187,10 @@ def _flag(*element):
 
 def _without_flag(*element):
     return element[:-1]
+
+
+def _without_flag_and_id(*element):
+    return element[:-2]
 
 
 @functools.lru_cache(maxsize=32)
@@ -181,6 +257,8 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
     means 0); without it tf.data may reorder images for speed.
     """
     cfg = validate_data_config(data_cfg)
+    if cfg["name"] == "folder":  # counted from the folder, whatever the config said
+        cfg = dict(cfg, **_folder_counts(cfg))
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval'. Received: {split!r}")
     for key, value in (("image_size", image_size), ("batch_size", batch_size)):
@@ -264,7 +342,8 @@ def _decode_stage(call, records, parse):
     placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([int(cfg["num_classes"])]))
     if training:
         placeholder += (tf.zeros([2], tf.int64),)
-    return _map_skipping_corrupt(records, decode, what, placeholder, call.deterministic)
+    record_id = sources.folder_record_id if cfg["name"] == "folder" else None
+    return _map_skipping_corrupt(records, decode, what, placeholder, call.deterministic, record_id=record_id)
 
 
 def _augment_stage(call, dataset):

@@ -1,4 +1,4 @@
-"""Where examples come from: scikit-learn digits, ImageNet-1k / -21k TFRecords, TFDS datasets.
+"""Where examples come from: scikit-learn digits, ImageNet-1k / -21k TFRecords, TFDS datasets, image folders.
 
 A source is `(records, parse)`: `records` is a tf.data.Dataset of small raw
 records (serialized tf.Examples, or dicts of encoded image bytes / uint8 pixels
@@ -11,6 +11,7 @@ A missing or empty data_dir is an error naming the path and the expected file
 pattern: there is no fake-data fallback.
 """
 
+import dataclasses
 import functools
 import os
 import re
@@ -207,6 +208,16 @@ def _tfds_builder(cfg):
     return tfds.builder(tfds_name, data_dir=cfg.get("data_dir"))
 
 
+def tfds_class_names(cfg):
+    """The label feature's names of a TFDS dataset (from the builder's info: no data read), or None."""
+    try:
+        names = list(_tfds_builder(cfg).info.features["label"].names)
+    except Exception as error:  # noqa: BLE001 - names are a convenience; never fail a run over them
+        logging.info("No class names for TFDS %s: %s", cfg.get("tfds_name"), error)
+        return None
+    return [str(n) for n in names] or None
+
+
 def tfds_source(cfg, split_name, num_classes, input_context, shuffle_files, seed):
     import tensorflow_datasets as tfds
 
@@ -255,3 +266,169 @@ def tfds_source(cfg, split_name, num_classes, input_context, shuffle_files, seed
         return record["image"], tf.one_hot(record["label"], num_classes, dtype=tf.float32)
 
     return records, parse
+
+
+# ---------------------------------------------------------------------- image folders
+
+FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+FOLDER_SPLITS = ("train", "val")
+_FOLDER_LAYOUT = "DIR/<class>/*.jpg (one sub-folder per class; also .jpeg .png .bmp .gif), or DIR/train/ + DIR/val/"
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """An image folder, listed once: sorted class names and per-split (paths, label ids)."""
+
+    root: str
+    class_names: tuple
+    splits: dict  # "train" / "val" -> (tuple of paths, tuple of int label ids)
+    layout: str  # "split" (DIR/train + DIR/val) or "stratified" (val_fraction of each class)
+    ignored: int  # files without an image extension
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def count(self, split_name):
+        return len(self.splits[split_name][0])
+
+
+def _folder_error(message):
+    from effnet_keras.config_schema import ConfigError
+
+    return ConfigError(message)
+
+
+def _subfolders(path):
+    """Sorted names of `path`'s visible sub-folders (gs:// listings end folder names with '/')."""
+    names = []
+    for entry in tf.io.gfile.listdir(path):
+        name = entry.rstrip("/")
+        if name and not name.startswith(".") and tf.io.gfile.isdir(os.path.join(path, name)):
+            names.append(name)
+    return sorted(names)
+
+
+def _class_files(class_dir):
+    """(sorted image files directly in class_dir, number of other files there)."""
+    files, other = [], 0
+    for entry in tf.io.gfile.listdir(class_dir):
+        if entry.endswith("/"):
+            continue  # a nested folder (gs:// listing): not an image
+        path = os.path.join(class_dir, entry)
+        if entry.lower().endswith(FOLDER_EXTENSIONS):
+            files.append(path)
+        elif not tf.io.gfile.isdir(path):
+            other += 1
+    return sorted(files), other
+
+
+def _list_classes(root, what):
+    classes = _subfolders(root)
+    if len(classes) < 2:
+        found = f"only the class folder {classes[0]!r}" if classes else "no class sub-folders"
+        raise _folder_error(f"data.data_dir={what!r} has {found}; expected at least 2 classes: {_FOLDER_LAYOUT}.")
+    listed, ignored = {}, 0
+    for name in classes:
+        files, other = _class_files(os.path.join(root, name))
+        listed[name], ignored = files, ignored + other
+    return classes, listed, ignored
+
+
+def _stratified_split(listed, val_fraction, split_seed):
+    """Per class: a shuffle seeded by (split_seed, class name), the last val_fraction (>= 1 of >= 2) to val."""
+    import zlib
+
+    train, val = ([], []), ([], [])
+    for label, (name, files) in enumerate(listed.items()):
+        order = np.random.default_rng([int(split_seed), zlib.crc32(name.encode("utf-8"))]).permutation(len(files))
+        shuffled = [files[i] for i in order]
+        num_val = 0 if len(files) < 2 else min(len(files) - 1, max(1, int(round(len(files) * val_fraction))))
+        for paths, part in ((train, shuffled[:len(files) - num_val]), (val, shuffled[len(files) - num_val:])):
+            paths[0].extend(part)
+            paths[1].extend([label] * len(part))
+    return train, val
+
+
+@functools.lru_cache(maxsize=16)
+def _list_folder(root, val_fraction, split_seed):
+    if not tf.io.gfile.isdir(root):
+        raise _folder_error(f"data.data_dir={root!r} is not a folder (or does not exist); expected {_FOLDER_LAYOUT}.")
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+    if tf.io.gfile.isdir(train_dir) and tf.io.gfile.isdir(val_dir):
+        classes, listed, ignored = _list_classes(train_dir, train_dir)
+        val_classes, val_listed, val_ignored = _list_classes(val_dir, val_dir)
+        if val_classes != classes:
+            missing, extra = sorted(set(classes) - set(val_classes)), sorted(set(val_classes) - set(classes))
+            raise _folder_error(f"{val_dir!r} must hold the same class folders as {train_dir!r}; missing: "
+                                f"{missing[:5]}, extra: {extra[:5]}.")
+        empty = [name for name in classes if not val_listed[name]]
+        if empty:
+            logging.warning("%s: %d class folder(s) without images: %s", val_dir, len(empty), empty[:5])
+        ignored += val_ignored
+        layout = "split"
+    else:
+        classes, listed, ignored = _list_classes(root, root)
+        layout = "stratified"
+    empty = [name for name in classes if not listed[name]]
+    if empty:
+        where = train_dir if layout == "split" else root
+        raise _folder_error(f"class folder {os.path.join(where, empty[0])!r} has no images"
+                            f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}; expected files ending in "
+                            f"{' '.join(FOLDER_EXTENSIONS)} in every class folder.")
+    if layout == "split":
+        def flat(by_class):
+            paths = [p for name in classes for p in by_class[name]]
+            labels = [k for k, name in enumerate(classes) for _ in by_class[name]]
+            return paths, labels
+
+        train, val = flat(listed), flat(val_listed)
+    else:
+        if not 0.0 < val_fraction < 1.0:
+            raise _folder_error(f"data.val_fraction must be in (0, 1) for a folder without train/ and val/ "
+                                f"({root}). Received: {val_fraction!r}")
+        train, val = _stratified_split(listed, val_fraction, split_seed)
+    if ignored:
+        logging.warning("%s: ignored %d file(s) without an image extension (%s).", root, ignored,
+                        " ".join(FOLDER_EXTENSIONS))
+    splits = {"train": (tuple(train[0]), tuple(train[1])), "val": (tuple(val[0]), tuple(val[1]))}
+    logging.info("Image folder %s (%s): %d classes, %d train / %d val images.", root, layout, len(classes),
+                 len(train[0]), len(val[0]))
+    return FolderListing(root, tuple(classes), splits, layout, ignored)
+
+
+def list_folder(cfg):
+    """The FolderListing of data.data_dir (listed once per process and settings: tf.io.gfile, local or gs://)."""
+    root = cfg.get("data_dir")
+    if not root:
+        raise _folder_error("data.data_dir must be set for data.name='folder': pass --data_dir=DIR with "
+                            f"{_FOLDER_LAYOUT}.")
+    return _list_folder(str(root).rstrip("/") or "/", float(cfg["val_fraction"]), int(cfg["split_seed"]))
+
+
+def folder_source(cfg, split_name, num_classes, input_context, shuffle_files, seed):
+    if split_name not in FOLDER_SPLITS:
+        raise _folder_error(f"data.name='folder' has splits {FOLDER_SPLITS}. Received: {split_name!r}")
+    listing = list_folder(cfg)
+    if num_classes != listing.num_classes:
+        raise ValueError(f"data.num_classes={num_classes} but {listing.root} has {listing.num_classes} class "
+                         "folders (resolve the counts with effnet_keras.data.pipeline.resolve_data_counts).")
+    paths, labels = listing.splits[split_name]
+    if not paths:
+        raise _folder_error(f"{listing.root}: no {split_name} images (layout {listing.layout}).")
+    records = tf.data.Dataset.from_tensor_slices({"path": list(paths), "label": np.asarray(labels, np.int64)})
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shuffle_files:  # the whole list: file names are sorted by class, a partial shuffle would not mix them
+        records = records.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def parse(record):
+        # Read here, inside the pipeline's skipping map: an unreadable file is skipped like a bad image.
+        return tf.io.read_file(record["path"]), tf.one_hot(record["label"], num_classes, dtype=tf.float32)
+
+    return records, parse
+
+
+def folder_record_id(record, *unused):
+    """What names a folder record in the skipped-files log: its path."""
+    return record["path"]

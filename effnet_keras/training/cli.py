@@ -62,8 +62,13 @@ def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, requi
     """The one call site of the TF Hub exporter (model holds its EMA weights here)."""
     from hub_export import export
 
+    from effnet_keras import rundir
+
     target = export_dir or os.path.join(model_dir, "export", kind)
-    result = export(model, target, kind=kind, image_size=image_size, weights_provenance=provenance or "trained by effnet-train")
+    # A classifier carries the run's class names (labels.txt) as a SavedModel asset.
+    names = rundir.RunDir.open(model_dir, require_weights=False).class_names if kind == "classification" else None
+    result = export(model, target, kind=kind, image_size=image_size, class_names=names,
+                    weights_provenance=provenance or "trained by effnet-train")
     return result.get("saved_model", target) if isinstance(result, dict) else target
 
 

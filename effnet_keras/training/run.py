@@ -108,6 +108,7 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
     from effnet_keras import data as data_lib
 
     _check_run_args(mode, model_dir)
+    config = data_lib.resolve_data_counts(config)  # folder datasets: class and image counts from the folder
     config_lib.write_or_check(config, model_dir, override_config=override_config)
     strategy, policy = _set_up_runtime(config["runtime"], int(config["train"]["seed"]), strategy)
     info = data_lib.dataset_info(config["data"])
@@ -121,6 +122,8 @@ def run(config, mode="train_and_eval", model_dir=None, override_config=False, ex
         if config["train"]["ft_init_ckpt"] and mode != "eval":
             _init_from_checkpoint(model, config["train"]["ft_init_ckpt"], config)
     trainer = _make_trainer(config, info, model, strategy, plans, base_batch, model_dir, verbose)
+    if trainer.is_chief and info.get("class_names"):
+        rundir.write_labels(model_dir, info["class_names"])  # labels.txt: read back by RunDir.class_names
 
     results = {"model_dir": model_dir, "stages": [p.to_dict() for p in plans]}
     start = time.perf_counter()

@@ -45,7 +45,7 @@ def test_digits_info_and_eval_split_is_fixed_and_complete():
     cfg = data_config("digits")
     info = data_lib.dataset_info(cfg)
     assert info == {"name": "digits", "num_classes": 10, "num_train_examples": 1437, "num_eval_examples": 360,
-                    "multilabel": False}
+                    "multilabel": False, "class_names": [str(k) for k in range(10)]}
     ds = data_lib.build_dataset(cfg, split="eval", image_size=24, batch_size=100)
     images, labels = _collect(ds)
     assert images.shape == (360, 24, 24, 3)  # eval keeps the last partial batch, no repeat
@@ -224,6 +224,10 @@ def test_every_dataset_config_merges_and_validates():
                 "cifar100ft", "flowersft", "carsft", "tfflowersft"}
     assert expected <= set(names)
     for name in names:
+        if name == "folder":  # needs data.data_dir; counted from the folder (tests/data/test_folder_dataset.py)
+            with pytest.raises(config_lib.ConfigError, match="data.data_dir must be a folder"):
+                data_config(name)
+            continue
         cfg = data_config(name)
         info = data_lib.dataset_info(cfg)
         assert info["num_classes"] == cfg["num_classes"]

@@ -93,6 +93,8 @@ def test_typed_values_win_over_files_and_conflicts_are_refused():
         config_lib.build_config(model_name="efficientnetv2-b0", hparam_str="model.name=efficientnetv2-b1")
     with pytest.raises(config_lib.ConfigError, match=r"data.data_dir is given twice"):
         config_lib.build_config(hparam_str="data.data_dir=/a", overrides={"data": {"data_dir": "/b"}})
+    with pytest.raises(config_lib.ConfigError, match=r"data.data_dir='my_photos' but data.name='digits' reads no files"):
+        config_lib.build_config(dataset_cfg="digits", overrides={"data": {"data_dir": "my_photos"}})
     same = config_lib.build_config(hparam_str="data.ram=5", overrides={"data": {"ram": 5}})
     assert same["data"]["ram"] == 5
 

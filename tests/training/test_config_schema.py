@@ -76,7 +76,7 @@ def test_schema_module_is_a_leaf():
 
 @pytest.mark.parametrize("hparams, message", [
     ("train.optimizer=adam", r"^train.optimizer must be one of \('rmsprop', 'adamw', 'sgd'\). Received: 'adam'$"),
-    ("data.name=mnist", r"^data.name must be one of \(.*'tfds'\). Received: 'mnist'$"),
+    ("data.name=mnist", r"^data.name must be one of \(.*'tfds', 'folder'\). Received: 'mnist'$"),
     ("data.ram=31", r"^data.ram must be in \[0, 30\] .*0-30 scale.*Received: 31.0$"),
     ("train.ema_decay=1.0", r"^train.ema_decay must be in \[0, 1\). Received: 1.0$"),
     ("data.cutmix_alpha=2", r"^data.cutmix_alpha must be in \[0, 1\]. Received: 2.0$"),
@@ -180,7 +180,9 @@ def _packaged(folder):
 
 @pytest.mark.parametrize("dataset", _packaged("datasets"))
 def test_every_packaged_dataset_config_validates(dataset):
-    cfg = config_lib.build_config(dataset_cfg=dataset)
+    # folder needs data.data_dir (validation does not list it)
+    overrides = {"data": {"data_dir": "/images"}} if dataset == "folder" else None
+    cfg = config_lib.build_config(dataset_cfg=dataset, overrides=overrides)
     assert RunConfig.from_dict(cfg).to_dict() == cfg
     assert DataConfig.from_dict(cfg["data"]).config_name == dataset
 
