@@ -30,7 +30,8 @@ flags.DEFINE_string("hparam_str", "", "Overrides: 'train.batch_size=512,data.ram
 flags.DEFINE_string("config", None, "An extra YAML merged after the dataset config. Default for the digits "
                     "dataset: the packaged recipes/digits_demo.yaml.")
 flags.DEFINE_bool("override_config", False, "Continue in a model_dir whose config.yaml differs.")
-flags.DEFINE_string("export_dir", None, "Where --mode=export (and the demo) writes the SavedModel.")
+flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (default: <model_dir>/export/<kind>). Exports "
+                    "happen with --mode=export, in the digits demo, and whenever --export_dir or --export_kind is given.")
 flags.DEFINE_enum("export_kind", "feature_vector", ["feature_vector", "classification"], "What to export.")
 flags.DEFINE_integer("verbose", 2, "Training output: 0 silent, 1 a progress bar within each epoch, 2 one line per "
                      "epoch (stage, size, epoch k/N, img/s, loss, accuracy, ETA). TensorFlow's start-up and "
@@ -109,7 +110,10 @@ def _run_job():
 
     config = build_config_from_flags()
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{config['model']['name']}-{FLAGS.dataset_cfg}")
-    export = FLAGS.mode == "export" or (FLAGS.dataset_cfg == "digits" and FLAGS.mode == "train_and_eval")
+    # Export: --mode=export, the digits demo, or whenever --export_dir / --export_kind was typed (a flag
+    # the user gave is never dropped).
+    typed = FLAGS["export_dir"].present or FLAGS["export_kind"].present
+    export = FLAGS.mode == "export" or typed or (FLAGS.dataset_cfg == "digits" and FLAGS.mode == "train_and_eval")
 
     def export_fn(model, eval_size):
         provenance = f"effnet-train: {config['model']['name']} trained on {FLAGS.dataset_cfg} ({fileio.display(model_dir)})"

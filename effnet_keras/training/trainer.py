@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import NamedTuple
 
 import keras
@@ -400,7 +401,10 @@ class Trainer:
             # Keras' multi-step eval loop has the same MirroredStrategy failure; eval is not hot.
             model.steps_per_execution = 1
             model.make_test_function(force=True)
-        with optim.swap_in_ema(model, self.optimizer) if use_ema else _nullcontext():
+        with optim.swap_in_ema(model, self.optimizer) if use_ema else _nullcontext(), warnings.catch_warnings():
+            # An eval set of unknown length (a folder, where unreadable files are skipped) ends by
+            # running out of data, which is how it should end: not worth Keras' warning.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
             results = model.evaluate(dataset, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
 
