@@ -203,3 +203,41 @@ def test_short_run_writes_labels_and_export_carries_them(image_folder, tmp_path)
     assert rundir.read_labels(reloaded.labels_file.asset_path.numpy().decode()) == CLASSES
     with pytest.raises(ValueError, match="3 class names for a classifier of 4"):
         hub_export.export(model, str(tmp_path / "bad"), kind="classification", class_names=CLASSES[:3])
+
+
+def _cli(args, cwd):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the command keeps TF quiet itself
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_the_driver_trains_on_a_folder_exports_and_predict_names_its_classes(image_folder, tmp_path):
+    """What a user types: effnet-train on a folder, a classification export, effnet-predict on it."""
+    run_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "cls")
+    hparams = "train.max_steps=2,train.batch_size=8,eval.batch_size=8,model.weights=null"
+    train = _cli(["effnet_keras.training.cli", "--dataset_cfg=folder", f"--data_dir={image_folder}",
+                  f"--model_dir={run_dir}", f"--export_dir={export_dir}", "--export_kind=classification",
+                  "--model_name=efficientnetv2-nano", f"--hparam_str={hparams}"], cwd=str(tmp_path))
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "stage 1/1, epoch 1/" in train.stdout and "ETA" in train.stdout
+    for noise in ("oneDNN", "cuInit", "Traceback"):
+        assert noise not in train.stderr, noise
+    assert open(os.path.join(export_dir, "assets", "labels.txt")).read().split() == CLASSES
+    predicted = _cli(["effnet_keras.predict", os.path.join(image_folder, "photo"), f"--export_dir={export_dir}",
+                      "--image_size=32", "--top_k=2", "--json"], cwd=str(tmp_path))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    import json
+
+    results = json.loads(predicted.stdout)
+    assert len(results) == PHOTOS
+    assert {p["name"] for r in results for p in r["predictions"]} <= set(CLASSES)
+
+    # A typo'd model name and a --data_dir the digits dataset would ignore: one line, exit 2, no traceback.
+    for bad in (["--model_name=efficientnetv2-q"], [f"--data_dir={image_folder}"]):
+        refused = _cli(["effnet_keras.training.cli", f"--model_dir={tmp_path / 'bad'}", *bad], cwd=str(tmp_path))
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert len(refused.stderr.strip().splitlines()) == 1 and ": error: " in refused.stderr, refused.stderr
