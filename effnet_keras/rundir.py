@@ -14,6 +14,7 @@ import os
 import yaml
 
 from effnet_keras import fileio
+from effnet_keras import labels
 from effnet_keras.models import factory
 
 CONFIG_FILE = "config.yaml"
@@ -34,8 +35,9 @@ def write_labels(directory, class_names):
 
 
 def read_labels(path):
-    """Class names from a labels.txt (one per line; blank lines are not names)."""
-    return [line.strip() for line in fileio.read_text(path).splitlines() if line.strip()]
+    """Class names from a labels.txt (one per line; blank lines are not names): the names of
+    `effnet_keras.labels.read_labels_file`, the one reader of label files."""
+    return [name for _, name in labels.read_labels_file(path)]
 
 
 class RunDirError(ValueError):

@@ -13,10 +13,8 @@ import sys
 from effnet_keras.cli_util import prog_name
 
 
-def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, image_size=None,
-               with_class_names=False):
-    """-> (keras model, image size, provenance string), plus the class names (a run's labels.txt, else None)
-    when with_class_names."""
+def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, image_size=None):
+    """-> (keras model, image size, provenance string, class names: a run's labels.txt, else None)."""
     import keras
 
     from effnet_keras import rundir
@@ -31,12 +29,10 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
         if model_name and registry.get_spec(model_name).name != registry.get_spec(run.model_name).name:
             raise SystemExit(f"--model_name={model_name} but {model_dir} trained {run.model_name}.")
         size = image_size or run.eval_size
-        loaded = (run.build(size), size, run.describe())
-        return (*loaded, run.class_names) if with_class_names else loaded
+        return run.build(size), size, run.describe(), run.class_names
     if checkpoint and checkpoint.endswith(".keras"):
         model = keras.saving.load_model(checkpoint)
-        loaded = (model, image_size or model.input_shape[1], f"Keras file {checkpoint}")
-        return (*loaded, None) if with_class_names else loaded
+        return model, image_size or model.input_shape[1], f"Keras file {checkpoint}", None
     if not model_name:
         raise SystemExit("Pass --model_name (with --checkpoint or alone), or --model_dir.")
     kwargs = {"weights": checkpoint} if checkpoint else {}
@@ -44,8 +40,7 @@ def load_model(model_name=None, checkpoint=None, model_dir=None, classes=1000, i
     if registry.get_spec(model_name).family.static_input:
         kwargs["input_shape"] = (size, size, 3)
     model = registry.get_model(model_name, classes=classes, **kwargs)
-    loaded = (model, size, checkpoint or "random initialisation")
-    return (*loaded, None) if with_class_names else loaded
+    return model, size, checkpoint or "random initialisation", None
 
 
 def main(argv=None):
@@ -66,7 +61,7 @@ def main(argv=None):
     from hub_export import export
 
     model, size, provenance, class_names = load_model(args.model_name, args.checkpoint, args.model_dir, args.classes,
-                                                      args.image_size, with_class_names=True)
+                                                      args.image_size)
     result = export(model, args.export_dir, kind=args.kind, image_size=size, tflite=args.tflite, bundle=args.bundle,
                     model_name=args.model_name or model.name, weights_provenance=provenance,
                     class_names=class_names if args.kind == "classification" else None)

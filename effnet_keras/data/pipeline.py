@@ -41,16 +41,14 @@ def resolve_data_counts(config):
     where they can be (data.name=folder: the image folder is listed); any other config is returned as is.
     The training driver calls it before writing config.yaml, so the run directory's config builds the
     right head."""
-    data = config.get("data", config) if isinstance(config, dict) else config
+    data = config["data"]
     if data.get("name") != "folder":
         return config
-    counted = _folder_counts(validate_data_config(data))
-    resolved = dict(data, **counted)
-    return dict(config, data=resolved) if "data" in config else resolved
+    return dict(config, data=dict(data, **_folder_counts(validate_data_config(data))))
 
 
-def _folder_counts(cfg):
-    listing = sources.list_folder(cfg)
+def _folder_counts(cfg, listing=None):
+    listing = listing or sources.list_folder(cfg)
     return {"num_classes": listing.num_classes, "num_train_examples": listing.count(cfg["train_split"]),
             "num_eval_examples": listing.count(cfg["eval_split"])}
 
@@ -71,10 +69,11 @@ def dataset_info(cfg):
         num_train, num_eval = counted
         class_names = [str(k) for k in range(10)]
     elif cfg["name"] == "folder":
-        counted = _folder_counts(cfg)
+        listing = sources.list_folder(cfg)
+        counted = _folder_counts(cfg, listing)
         num_classes, num_train, num_eval = (counted[k] for k in ("num_classes", "num_train_examples",
                                                                   "num_eval_examples"))
-        class_names = list(sources.list_folder(cfg).class_names)
+        class_names = list(listing.class_names)
     elif cfg["name"] == "tfds":
         class_names = sources.tfds_class_names(cfg)
     if class_names is not None and len(class_names) != num_classes:

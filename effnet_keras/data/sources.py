@@ -15,12 +15,14 @@ import dataclasses
 import functools
 import os
 import re
+import zlib
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from effnet_keras.config_schema import TFDS_NAMES
+from effnet_keras.config_schema import ConfigError
 
 IMAGENET_CLASSES = 1000
 IMAGENET21K_CLASSES = 21843
@@ -293,12 +295,6 @@ class FolderListing:
         return len(self.splits[split_name][0])
 
 
-def _folder_error(message):
-    from effnet_keras.config_schema import ConfigError
-
-    return ConfigError(message)
-
-
 def _subfolders(path):
     """Sorted names of `path`'s visible sub-folders (gs:// listings end folder names with '/')."""
     names = []
@@ -327,7 +323,7 @@ def _list_classes(root, what):
     classes = _subfolders(root)
     if len(classes) < 2:
         found = f"only the class folder {classes[0]!r}" if classes else "no class sub-folders"
-        raise _folder_error(f"data.data_dir={what!r} has {found}; expected at least 2 classes: {_FOLDER_LAYOUT}.")
+        raise ConfigError(f"data.data_dir={what!r} has {found}; expected at least 2 classes: {_FOLDER_LAYOUT}.")
     listed, ignored = {}, 0
     for name in classes:
         files, other = _class_files(os.path.join(root, name))
@@ -337,8 +333,6 @@ def _list_classes(root, what):
 
 def _stratified_split(listed, val_fraction, split_seed):
     """Per class: a shuffle seeded by (split_seed, class name), the last val_fraction (>= 1 of >= 2) to val."""
-    import zlib
-
     train, val = ([], []), ([], [])
     for label, (name, files) in enumerate(listed.items()):
         order = np.random.default_rng([int(split_seed), zlib.crc32(name.encode("utf-8"))]).permutation(len(files))
@@ -353,14 +347,14 @@ def _stratified_split(listed, val_fraction, split_seed):
 @functools.lru_cache(maxsize=16)
 def _list_folder(root, val_fraction, split_seed):
     if not tf.io.gfile.isdir(root):
-        raise _folder_error(f"data.data_dir={root!r} is not a folder (or does not exist); expected {_FOLDER_LAYOUT}.")
+        raise ConfigError(f"data.data_dir={root!r} is not a folder (or does not exist); expected {_FOLDER_LAYOUT}.")
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     if tf.io.gfile.isdir(train_dir) and tf.io.gfile.isdir(val_dir):
         classes, listed, ignored = _list_classes(train_dir, train_dir)
         val_classes, val_listed, val_ignored = _list_classes(val_dir, val_dir)
         if val_classes != classes:
             missing, extra = sorted(set(classes) - set(val_classes)), sorted(set(val_classes) - set(classes))
-            raise _folder_error(f"{val_dir!r} must hold the same class folders as {train_dir!r}; missing: "
+            raise ConfigError(f"{val_dir!r} must hold the same class folders as {train_dir!r}; missing: "
                                 f"{missing[:5]}, extra: {extra[:5]}.")
         empty = [name for name in classes if not val_listed[name]]
         if empty:
@@ -373,7 +367,7 @@ def _list_folder(root, val_fraction, split_seed):
     empty = [name for name in classes if not listed[name]]
     if empty:
         where = train_dir if layout == "split" else root
-        raise _folder_error(f"class folder {os.path.join(where, empty[0])!r} has no images"
+        raise ConfigError(f"class folder {os.path.join(where, empty[0])!r} has no images"
                             f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}; expected files ending in "
                             f"{' '.join(FOLDER_EXTENSIONS)} in every class folder.")
     if layout == "split":
@@ -385,7 +379,7 @@ def _list_folder(root, val_fraction, split_seed):
         train, val = flat(listed), flat(val_listed)
     else:
         if not 0.0 < val_fraction < 1.0:
-            raise _folder_error(f"data.val_fraction must be in (0, 1) for a folder without train/ and val/ "
+            raise ConfigError(f"data.val_fraction must be in (0, 1) for a folder without train/ and val/ "
                                 f"({root}). Received: {val_fraction!r}")
         train, val = _stratified_split(listed, val_fraction, split_seed)
     if ignored:
@@ -401,21 +395,21 @@ def list_folder(cfg):
     """The FolderListing of data.data_dir (listed once per process and settings: tf.io.gfile, local or gs://)."""
     root = cfg.get("data_dir")
     if not root:
-        raise _folder_error("data.data_dir must be set for data.name='folder': pass --data_dir=DIR with "
+        raise ConfigError("data.data_dir must be set for data.name='folder': pass --data_dir=DIR with "
                             f"{_FOLDER_LAYOUT}.")
     return _list_folder(str(root).rstrip("/") or "/", float(cfg["val_fraction"]), int(cfg["split_seed"]))
 
 
 def folder_source(cfg, split_name, num_classes, input_context, shuffle_files, seed):
     if split_name not in FOLDER_SPLITS:
-        raise _folder_error(f"data.name='folder' has splits {FOLDER_SPLITS}. Received: {split_name!r}")
+        raise ConfigError(f"data.name='folder' has splits {FOLDER_SPLITS}. Received: {split_name!r}")
     listing = list_folder(cfg)
     if num_classes != listing.num_classes:
         raise ValueError(f"data.num_classes={num_classes} but {listing.root} has {listing.num_classes} class "
                          "folders (resolve the counts with effnet_keras.data.pipeline.resolve_data_counts).")
     paths, labels = listing.splits[split_name]
     if not paths:
-        raise _folder_error(f"{listing.root}: no {split_name} images (layout {listing.layout}).")
+        raise ConfigError(f"{listing.root}: no {split_name} images (layout {listing.layout}).")
     records = tf.data.Dataset.from_tensor_slices({"path": list(paths), "label": np.asarray(labels, np.int64)})
     if input_context is not None and input_context.num_input_pipelines > 1:
         records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)

@@ -191,7 +191,7 @@ def test_short_run_writes_labels_and_export_carries_them(image_folder, tmp_path)
     with open(os.path.join(model_dir, rundir.LABELS_FILE)) as f:
         assert f.read().split() == CLASSES
 
-    model, size, _, names = hub_main.load_model(model_dir=model_dir, with_class_names=True)
+    model, size, _, names = hub_main.load_model(model_dir=model_dir)
     assert names == CLASSES and model.output.shape[-1] == 4
     export_dir = str(tmp_path / "export")
     out = hub_export.export(model, export_dir, kind="classification", image_size=size, class_names=names,
