@@ -23,7 +23,6 @@ import tarfile
 import tempfile
 
 from effnet_keras.weights import files as weights_files  # `files` is a loop name below
-from effnet_keras.weights import keras_h5
 from effnet_keras.weights import layout
 
 BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -96,7 +95,8 @@ def model_scope(variables):
 
 
 def convert_automl_checkpoint(variables, model, *, prefer_ema=True):
-    """{our layer name: [arrays in Keras weight order]} for `model` from checkpoint `variables`."""
+    """{our layer name: [arrays in Keras weight order]} for `model` from checkpoint `variables` (pure:
+    `model` is only read, for its parts and blocks)."""
     scope = model_scope(variables)
 
     def get(name):
@@ -141,12 +141,6 @@ def convert_automl_checkpoint(variables, model, *, prefer_ema=True):
                 out[block.layers[role]] = [get(f"{where}/{ckpt_name}/kernel"), get(f"{where}/{ckpt_name}/bias")]
     out[roles["top_conv"]] = [get("head/conv2d/kernel")]
     out[roles["top_bn"]] = bn("head")
-    if f"{scope}/head/dense/kernel" in variables:  # a headless model skips it when assigning
-        out["predictions"] = [get("head/dense/kernel"), get("head/dense/bias")]
+    if f"{scope}/head/dense/kernel" in variables:  # the assigner leaves it out for a headless model
+        out[roles["logits"]] = [get("head/dense/kernel"), get("head/dense/bias")]
     return out
-
-
-def load_automl_checkpoint(model, src, *, include_top=True, prefer_ema=True, new_head_ok=True):
-    """Load an automl / tensorflow/tpu checkpoint (archive, directory or prefix) into `model`."""
-    arrays = convert_automl_checkpoint(read_checkpoint(src), model, prefer_ema=prefer_ema)
-    return keras_h5.assign_by_name(model, arrays, source=str(src), skip_head=not include_top, new_head_ok=new_head_ok)

@@ -12,6 +12,8 @@ and the block kind: "mbconv" (depthwise, with or without expansion) or "fused".
 import dataclasses
 import re
 
+from effnet_keras.model_parts import model_parts
+
 _BLOCK = re.compile(r"^(block\d+[a-z]+_)(.*)$")
 ROLE_SUFFIXES = {
     "expand_conv": ("expand_conv",),
@@ -23,8 +25,6 @@ ROLE_SUFFIXES = {
     "project_conv": ("project_conv",),
     "project_bn": ("project_bn",),
 }
-STEM_HEAD = {"stem_conv": "stem_conv", "stem_bn": "stem_bn", "top_conv": "top_conv", "top_bn": "top_bn",
-             "predictions": "predictions"}
 
 
 @dataclasses.dataclass
@@ -71,5 +71,18 @@ def efficientnet_blocks(model):
 
 
 def stem_and_head(model):
-    names = {layer.name for layer in model.layers if layer.weights}
-    return {role: name for role, name in STEM_HEAD.items() if name in names}
+    """{"stem_conv", "stem_bn", "top_conv", "top_bn", "logits": our layer name} from the model's parts record."""
+    parts = model_parts(model)
+    if len(parts.stem) != 2 or len(parts.head_conv) != 2:
+        raise ValueError(f"{model.name!r} records no EfficientNet stem / head conv (stem {parts.stem}, head conv "
+                         f"{parts.head_conv}): not one of our EfficientNets built by its builder.")
+    return {"stem_conv": parts.stem[0], "stem_bn": parts.stem[1], "top_conv": parts.head_conv[0],
+            "top_bn": parts.head_conv[1], "logits": parts.logits or parts.head[-1]}
+
+
+def refuse_unused(state, used, source, model_name):
+    """Every key of a state dict must have gone somewhere: leftovers mean another model size or family."""
+    unused = sorted(set(state) - set(used))
+    if unused:
+        raise ValueError(f"{source} state dict keys with no place in {model_name!r}: {unused[:8]}"
+                         f"{' ...' if len(unused) > 8 else ''} (another model size or family?)")

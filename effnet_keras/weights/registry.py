@@ -13,6 +13,8 @@ import functools
 import json
 import os
 
+from effnet_keras.naming import canonical_name
+
 FORMATS = ("keras_h5", "tf_checkpoint")
 HASH_ALGORITHMS = ("sha256", "md5")
 _PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
@@ -46,7 +48,8 @@ def _table():
 
 
 def _canonical_model(model_name):
-    return str(model_name).strip().lower().replace("_", "-")
+    """The registry.json key `model_name` spells (effnet_keras.naming's rule), or its lower-case form."""
+    return canonical_name(model_name, _table()) or str(model_name).strip().lower().replace("_", "-")
 
 
 def weight_ids(model_name):

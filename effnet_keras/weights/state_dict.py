@@ -2,11 +2,18 @@
 
 import os
 
+import numpy as np
+
 from effnet_keras.weights import files
+from effnet_keras.weights import torch_file
 
 
 def read_state_dict(path):
-    """{name: np.ndarray} from a `.safetensors` file (needs `safetensors`) or a torch `.pth/.pt/.bin` (needs torch)."""
+    """{name: np.ndarray} from a `.safetensors` file (needs `safetensors`) or a torch `.pth/.pt/.bin`.
+
+    Torch files are read without torch, by a restricted unpickler that runs no code from the
+    file (`torch_file.read_torch_file`); their floating-point tensors come back as float32.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"No such state-dict file: {path!r}")
@@ -16,15 +23,6 @@ def read_state_dict(path):
         with files.reading(path, expected=files.TIMM):  # truncated / not a safetensors file
             return dict(load_file(path))
     if path.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as err:  # pragma: no cover - depends on the machine
-            raise ImportError(f"Reading {path!r} needs PyTorch; convert it to .safetensors or install torch.") from err
-        with files.reading(path, expected=files.TIMM):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-                state = state[wrapper]
-                break
-        return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+        state = torch_file.read_torch_file(path)
+        return {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v for k, v in state.items()}
     raise ValueError(f"Cannot tell the format of {path!r}: expected .safetensors, .pth, .pt or .bin")

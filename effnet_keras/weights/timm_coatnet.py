@@ -13,24 +13,20 @@ the Keras model is built with the matching knobs:
 Layout changes done here: PyTorch OIHW kernels -> Keras HWIO, depthwise (C,1,k,k) ->
 (k,k,C,1), Linear/1x1 (out,in) -> (in,out); timm's fused qkv (per head [q,k,v] when
 `head_first=True`, its default) -> our [q | k | v]; the relative position table
-((2H-1)(2W-1), heads) -> (heads, 2H-1, 2W-1), bilinearly resized when the model was
-built at another input size than the checkpoint (`source_image_size`, default: the
-model's size, or the square grid a table of another size implies), with one log line.
+((2H-1)(2W-1), heads) -> (heads, 2H-1, 2W-1) at the checkpoint's grid, which the one
+assigner (`weights.assign`) resizes bilinearly when the model was built at another input
+size, with one log line.
 
-    from effnet_keras.weights.timm_coatnet import load_timm_coatnet
-    model = effnet_keras.CoAtNet0(downsample="dwconv", pool="avg", padding="symmetric")
-    load_timm_coatnet(model, "coatnet_0_224.safetensors")
+    model = effnet_keras.CoAtNet0(downsample="dwconv", pool="avg", padding="symmetric",
+                                  weights="coatnet_0_224.safetensors")
 """
 
-import os
 import re
 
 import numpy as np
 
 from effnet_keras.layers.attention import RelativeAttention
-from effnet_keras.layers.attention import resize_relative_position_table
-from effnet_keras.weights import keras_h5
-from effnet_keras.weights.state_dict import read_state_dict
+from effnet_keras.model_parts import model_parts
 
 # Buffers timm keeps in its state dict that carry no learned value.
 IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index")
@@ -68,25 +64,21 @@ TOP_MODULES = {
 BLOCK_NAME = re.compile(r"^stage(\d+)_block(\d+)_(.+)$")
 
 
-def load_timm_coatnet(model, path, **kwargs):
-    """`read_state_dict(path)` then `convert_timm_coatnet(..., model, **kwargs)`."""
-    kwargs.setdefault("source", os.fspath(path))
-    return convert_timm_coatnet(read_state_dict(path), model, **kwargs)
+def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_size=None):
+    """A timm CoAtNet `state_dict` ({name: array}) -> {our layer name: [arrays]} for `model`.
 
-
-def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_size=None, source="timm state dict"):
-    """Copy a timm CoAtNet `state_dict` ({name: np.ndarray}) into `model`, in place.
-
+    Pure: the model is read (its layer names, kinds and head count), not written; the
+    arrays go to `weights.assign.assign_by_name`, which checks every shape and resizes the
+    relative-position tables to the model's grid (one log line).
     `head_first`: timm's qkv channel order (True for `coatnet_*_224`, False for its
-    `_tf_cfg` models). `source_image_size`: int or (H, W) the checkpoint was trained
-    at, for resizing the relative position tables; default: the model's input size, or,
-    for a table of another size, the square grid its size implies (timm's 224 checkpoints).
-    Resized tables are named in one log line.
-    Every model weight must be found and every checkpoint tensor used (the head is
-    skipped for a headless model); otherwise ValueError naming the tensors.
+    `_tf_cfg` models). `source_image_size`: int or (H, W) the checkpoint was trained at,
+    to unflatten its tables; default: the model's grid when the table fits it, else the
+    square grid its size implies (timm's 224 checkpoints).
+    Every model weight must be found and every checkpoint tensor used (a headless model
+    leaves the head's); otherwise ValueError naming the tensors.
     """
     arrays = {k: np.asarray(v) for k, v in state_dict.items()}
-    used, resized = set(), []
+    used, out = set(), {}
     input_hw = tuple(int(s) for s in model.inputs[0].shape[1:3])
     if source_image_size is None:
         source_hw = None
@@ -108,32 +100,22 @@ def convert_timm_coatnet(state_dict, model, *, head_first=True, source_image_siz
         used.update(keys)
         values = [arrays[k] for k in keys]
         if isinstance(layer, RelativeAttention):
-            table, old = _table(values[0], layer, input_hw, source_hw)
-            if old != table.shape:
-                resized.append((layer.name, old, table.shape))
-            values = [table]
+            out[layer.name] = [_table(values[0], layer, input_hw, source_hw)]
         else:
-            values = [_to_keras(layer, v, i, head_first, attention) for i, v in enumerate(values)]
-        expected = [tuple(w.shape) for w in layer.get_weights()]
-        got = [tuple(v.shape) for v in values]
-        if expected != got:
-            raise ValueError(
-                f"Layer {layer.name!r}: weight shapes {got} from {keys} do not fit the model's {expected}."
-            )
-        layer.set_weights(values)
-    keras_h5.log_resized_tables(source, resized)
+            out[layer.name] = [_to_keras(layer, v, i, head_first, attention) for i, v in enumerate(values)]
 
-    has_head = any(layer.name == "predictions" for layer in model.layers)
+    headless = model_parts(model).logits is None  # the file's head has no place: left out, not an error
     unused = sorted(
         k
         for k in arrays
-        if k not in used and not k.endswith(IGNORED_SUFFIXES) and (has_head or not k.startswith("head."))
+        if k not in used and not k.endswith(IGNORED_SUFFIXES) and not (headless and k.startswith("head."))
     )
     if unused:
         raise ValueError(
             f"{len(unused)} checkpoint tensors have no place in {model.name} (different variant or knobs?): "
             f"{unused[:8]}{' ...' if len(unused) > 8 else ''}"
         )
+    return out
 
 
 def _timm_module(layer_name, arrays):
@@ -184,8 +166,9 @@ def _table_hw(value, layer):
 
 
 def _table(value, layer, input_hw, source_hw):
-    """timm ((2H-1)(2W-1), heads) -> ours (heads, 2H-1, 2W-1), resized if the grid differs.
-    `source_hw` None: the model's grid, or the square grid the table's size implies."""
+    """timm ((2H-1)(2W-1), heads) -> ours (heads, 2H-1, 2W-1) at the checkpoint's grid (the assigner
+    resizes it to the model's). `source_hw` None: the model's grid, or the square grid the table's
+    size implies."""
     grid = layer.relative_position_bias.grid_size
     if source_hw is None:
         src = tuple((n + 1) // 2 for n in _table_hw(value, layer))
@@ -198,5 +181,4 @@ def _table(value, layer, input_hw, source_hw):
             f"Layer {layer.name!r}: relative position table {value.shape} does not fit a {src} grid with "
             f"{layer.num_heads} heads; pass source_image_size= the checkpoint's input size."
         )
-    table = value.T.reshape(layer.num_heads, 2 * src[0] - 1, 2 * src[1] - 1)
-    return (resize_relative_position_table(table, grid) if src != grid else table), table.shape
+    return value.T.reshape(layer.num_heads, 2 * src[0] - 1, 2 * src[1] - 1)

@@ -17,9 +17,7 @@ depthwise (C, 1, k, k) -> (k, k, C, 1), Linear (out, in) -> (in, out).
 
 import numpy as np
 
-from effnet_keras.weights import keras_h5
 from effnet_keras.weights import layout
-from effnet_keras.weights.state_dict import read_state_dict
 
 TIMM_MODULES = {
     ("mbconv", False): {"dwconv": "conv_dw", "bn": "bn1", "project_conv": "conv_pw", "project_bn": "bn2"},
@@ -40,7 +38,8 @@ def _depthwise(value):
 
 
 def convert_timm_efficientnet(state_dict, model):
-    """{our layer name: [arrays in Keras weight order]}; every timm key must be used exactly once."""
+    """{our layer name: [arrays in Keras weight order]} (pure: `model` is only read, for its parts and
+    blocks); every timm key must be used exactly once."""
     state = {k: np.asarray(v) for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
     used = set()
 
@@ -72,16 +71,7 @@ def convert_timm_efficientnet(state_dict, model):
                 out[block.layers[role]] = [_conv(take(f"{where}.{module}.weight")), take(f"{where}.{module}.bias")]
     out[roles["top_conv"]] = [_conv(take("conv_head.weight"))]
     out[roles["top_bn"]] = bn("bn2")
-    if "classifier.weight" in state:
-        out["predictions"] = [take("classifier.weight").T, take("classifier.bias")]
-    unused = sorted(set(state) - used)
-    if unused:
-        raise ValueError(f"timm state dict keys with no place in {model.name!r}: {unused[:8]}"
-                         f"{' ...' if len(unused) > 8 else ''} (another model size or family?)")
+    if "classifier.weight" in state:  # the assigner leaves it out for a headless model
+        out[roles["logits"]] = [take("classifier.weight").T, take("classifier.bias")]
+    layout.refuse_unused(state, used, "timm", model.name)
     return out
-
-
-def load_timm_efficientnet(model, path, *, include_top=True, new_head_ok=True):
-    """Load a timm `.safetensors` / `.pth` EfficientNet state dict into `model`."""
-    arrays = convert_timm_efficientnet(read_state_dict(path), model)
-    return keras_h5.assign_by_name(model, arrays, source=str(path), skip_head=not include_top, new_head_ok=new_head_ok)

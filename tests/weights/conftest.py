@@ -18,10 +18,11 @@ def golden():
 def tiny_v1(**kwargs):
     """The V1 network of the fixture: B0 blocks at width 0.25, depth 0.34."""
     from effnet_keras.models import efficientnet
+    from effnet_keras.models import mbconv_net
 
     spec = efficientnet.v1_spec(None, 0.25, 0.34, 64, 0.2, name="tiny-v1")
     kwargs.setdefault("weights", None)
-    return efficientnet.build_mbconv_net(spec, **kwargs)
+    return mbconv_net.build_mbconv_net(spec, **kwargs)
 
 
 def tiny_v2(**kwargs):

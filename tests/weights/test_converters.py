@@ -11,6 +11,7 @@ from safetensors.numpy import load_file
 
 import effnet_keras
 from effnet_keras.weights import automl_checkpoint
+from effnet_keras.weights.assign import assign_by_name
 from tests.weights.conftest import GOLDEN_KWARGS, TIMM_V1, TIMM_V2, tiny_v1, tiny_v2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,11 +77,12 @@ def _tf_layout(key, value):
 
 
 def write_automl_checkpoint(path_prefix, timm_file, scope, *, ema=True, archive=None):
-    """A name-based TF checkpoint with the released layout. With `ema`, the
-    ExponentialMovingAverage copies hold the true values and the raw variables noise."""
+    """A name-based TF checkpoint with the released layout, from a timm state dict (a `.safetensors`
+    path or the dict). With `ema`, the ExponentialMovingAverage copies hold the true values and the
+    raw variables noise."""
     import tensorflow as tf
 
-    state = load_file(timm_file)
+    state = load_file(timm_file) if isinstance(timm_file, str) else timm_file
     names, values = [], []
     rng = np.random.default_rng(0)
     for key, name in _automl_names(state, scope).items():
@@ -111,7 +113,8 @@ def test_automl_checkpoint_archive_prefers_ema_and_gives_timm_logits(tag, scope,
     np.testing.assert_allclose(_logits(model, golden["x"]), golden[f"logits_{tag}"], atol=2e-5, rtol=1e-5)
     # Without the EMA preference the noise in the raw variables shows.
     raw = build(**GOLDEN_KWARGS)
-    automl_checkpoint.load_automl_checkpoint(raw, archive, prefer_ema=False)
+    variables = automl_checkpoint.read_checkpoint(archive)
+    assign_by_name(raw, automl_checkpoint.convert_automl_checkpoint(variables, raw, prefer_ema=False), source=archive)
     assert np.abs(_logits(raw, golden["x"]) - golden[f"logits_{tag}"]).max() > 1e-2
 
 
@@ -161,14 +164,14 @@ def test_convert_cli_timm_and_automl_to_native(golden, tmp_path):
     write_automl_checkpoint(str(tmp_path / "c" / "model.ckpt"), TIMM_V2, "efficientnetv2-b0", archive=archive)
     for source, src in (("timm", TIMM_V2), ("automl", archive)):
         out = str(tmp_path / f"{source}.weights.h5")
-        done = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", source, "--model",
+        done = subprocess.run([sys.executable, "-m", "effnet_keras.cli.convert", "--from", source, "--model",
                                "efficientnetv2-nano", src, out, "--input-size", "64"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "efficientnetv2-nano" in done.stdout
         model = tiny_v2(weights=out, **GOLDEN_KWARGS)  # classes (10) came from the source's head
         np.testing.assert_allclose(_logits(model, golden["x"]), golden["logits_v2"], atol=2e-5, rtol=1e-5)
-    bad = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", "caffe", "--model", "efficientnetv2-nano",
+    bad = subprocess.run([sys.executable, "-m", "effnet_keras.cli.convert", "--from", "caffe", "--model", "efficientnetv2-nano",
                           TIMM_V2, str(tmp_path / "x.weights.h5")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "caffe" in bad.stderr
 
@@ -184,7 +187,7 @@ def test_convert_cli_keras_applications_h5_matches_keras(tmp_path):
     randomise_like_trained(reference)
     src, out = str(tmp_path / "efficientnetv2-b0.h5"), str(tmp_path / "b0.weights.h5")
     write_keras_applications_h5(reference, src)
-    done = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", "keras", "--model",
+    done = subprocess.run([sys.executable, "-m", "effnet_keras.cli.convert", "--from", "keras", "--model",
                            "efficientnetv2-b0", src, out, "--input-size", "64"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

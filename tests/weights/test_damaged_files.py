@@ -8,15 +8,14 @@ import sys
 import h5py
 import pytest
 
-from effnet_keras import convert as convert_lib
+from effnet_keras.models import convert as convert_lib
+from effnet_keras import weights as weights_lib
 from effnet_keras.weights import WeightsFileError
-from effnet_keras.weights import automl_checkpoint
 from effnet_keras.weights import download
 from effnet_keras.weights import keras_h5
 from effnet_keras.weights import read_native_h5
 from effnet_keras.weights import registry
-from effnet_keras.weights import timm_coatnet
-from effnet_keras.weights import timm_efficientnet
+from effnet_keras.weights.state_dict import read_state_dict
 from tests.weights.conftest import TIMM_V2, tiny_v2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -69,10 +68,12 @@ def test_builder_weights_path(kind, suffix, real_files, tmp_path):
         ("legacy_h5", ".h5"),  # keras.applications path
         ("native_reader", ".weights.h5"),
         ("timm_efficientnet", ".safetensors"),
+        ("timm_efficientnet", ".pth"),  # torch_file's reader
         ("timm_coatnet", ".safetensors"),
         ("automl", ".tgz"),
         ("convert", ".h5"),
         ("convert", ".safetensors"),
+        ("convert", ".pth"),
     ],
 )
 def test_converter_functions(kind, loader, suffix, real_files, tmp_path):
@@ -80,11 +81,11 @@ def test_converter_functions(kind, loader, suffix, real_files, tmp_path):
     if loader == "automl":
         pytest.importorskip("tensorflow")
     calls = {
-        "legacy_h5": lambda: keras_h5.load_legacy_h5(tiny_v2(**KWARGS), path),
+        "legacy_h5": lambda: weights_lib.load_file(tiny_v2(**KWARGS), path, file_format="keras_h5"),
         "native_reader": lambda: read_native_h5(path),
-        "timm_efficientnet": lambda: timm_efficientnet.load_timm_efficientnet(tiny_v2(**KWARGS), path),
-        "timm_coatnet": lambda: timm_coatnet.read_state_dict(path),
-        "automl": lambda: automl_checkpoint.load_automl_checkpoint(tiny_v2(**KWARGS), path),
+        "timm_efficientnet": lambda: weights_lib.load_file(tiny_v2(**KWARGS), path, converter="efficientnet"),
+        "timm_coatnet": lambda: read_state_dict(path),
+        "automl": lambda: weights_lib.load_file(tiny_v2(**KWARGS), path, converter="efficientnet"),
         "convert": lambda: convert_lib.convert("keras" if suffix == ".h5" else "timm", "efficientnetv2-nano", path,
                                                str(tmp_path / "out.weights.h5")),
     }
@@ -110,7 +111,7 @@ def test_file_of_the_other_hdf5_flavour_is_refused_by_the_strict_readers(real_fi
 @pytest.mark.parametrize("source, kind, suffix", [("keras", "truncated", ".h5"), ("timm", "text", ".safetensors")])
 def test_convert_cli_one_line_error(source, kind, suffix, real_files, tmp_path):
     path = damaged(tmp_path, real_files, kind, suffix)
-    done = subprocess.run([sys.executable, "-m", "effnet_keras.convert", "--from", source, "--model",
+    done = subprocess.run([sys.executable, "-m", "effnet_keras.cli.convert", "--from", source, "--model",
                            "efficientnetv2-nano", path, str(tmp_path / "out.weights.h5")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2

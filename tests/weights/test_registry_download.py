@@ -28,14 +28,14 @@ def test_registry_has_every_published_model_and_id_and_is_well_formed():
     assert {m: set(registry.weight_ids(m)) for m in registry.models_with_weights()} == EXPECTED
     assert registry.validate_table() == sum(len(v) for v in EXPECTED.values()) == 50
     s21k = registry.lookup("efficientnetv2-s", "imagenet21k")
-    assert (s21k.classes, s21k.preprocessing, s21k.format) == (21843, "plus_minus_one", "tf_checkpoint")
+    assert (s21k.classes, s21k.preprocessing, s21k.format) == (21843, "centered_128", "tf_checkpoint")
     assert s21k.url.endswith("/efficientnet/v2/efficientnetv2-s-21k.tgz")
     b0 = registry.lookup("efficientnet-b0", "imagenet")
     assert (b0.hash, b0.preprocessing) == ("md5:902e53a9f72be733fc0bcb005b3ebbac", "imagenet_mean_std")
     assert b0.file(include_top=False) == (b0.notop_url, b0.notop_hash)
-    assert registry.lookup("efficientnet-b3", "advprop").preprocessing == "advprop"
+    assert registry.lookup("efficientnet-b3", "advprop").preprocessing == "centered_127_5"
     assert registry.lookup("efficientnetv2-b0", "imagenet").preprocessing == "imagenet_mean_std"
-    assert registry.lookup("efficientnetv2-b0", "imagenet21k").preprocessing == "plus_minus_one"
+    assert registry.lookup("efficientnetv2-b0", "imagenet21k").preprocessing == "centered_128"
     # Every architecture in the zoo is either in the registry or has no published weights at all.
     for name in effnet_keras.list_models():
         assert name in EXPECTED or name.startswith("coatnet") or name == "efficientnetv2-nano", name
@@ -43,7 +43,7 @@ def test_registry_has_every_published_model_and_id_and_is_well_formed():
 
 def test_bad_entries_are_refused():
     good = {"source": "s", "format": "keras_h5", "url": "https://x/y.h5", "hash": None, "classes": 1000,
-            "preprocessing": "plus_minus_one"}
+            "preprocessing": "centered_128"}
     assert registry.validate_table({"m": {"imagenet": good}}) == 1
     for field, value in (("format", "onnx"), ("preprocessing", "caffe"), ("hash", "sha256:abc"), ("url", "http://x")):
         with pytest.raises(ValueError, match=field if field != "hash" else "sha256"):
@@ -58,11 +58,6 @@ def test_unpublished_combination_fails_fast_listing_what_exists():
         effnet_keras.CoAtNet0(weights="imagenet")
     with pytest.raises(ValueError, match="'imagenet', 'advprop', 'noisy-student'"):
         effnet_keras.EfficientNetB0(weights="imagenet21k")
-    # keras.applications' rule, without its silent cases: a 1000-class id with another head size.
-    with pytest.raises(ValueError, match=r"1000-class classifier.*classes=10.*include_top=False"):
-        effnet_keras.EfficientNetV2S(weights="imagenet", classes=10)
-    with pytest.raises(ValueError, match=r"21843-class classifier.*classes=1000"):
-        effnet_keras.EfficientNetV2S(weights="imagenet21k")
     with pytest.raises(ValueError, match="no such file"):
         effnet_keras.EfficientNetB0(weights="/nonexistent/b0.weights.h5", include_top=False, input_shape=(64, 64, 3))
 
@@ -77,7 +72,7 @@ def served(tmp_path, monkeypatch):
                             archive=str(archive))
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     entry = {"source": "test", "format": "tf_checkpoint", "url": archive.as_uri(), "hash": f"sha256:{digest}",
-             "classes": 10, "preprocessing": "advprop"}
+             "classes": 10, "preprocessing": "centered_127_5"}
     table = dict(registry._table(), **{"efficientnetv2-nano": {"test": entry, "unpinned": dict(entry, hash=None)}})
     monkeypatch.setattr(registry, "_table", lambda: table)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
@@ -109,6 +104,18 @@ def test_weight_id_downloads_checks_hash_and_brings_its_preprocessing(served, go
     with pytest.raises(download.WeightsDownloadError, match="fails its sha256 check.*deleted, not loaded"):
         _build("test")
     assert not os.path.exists(cached)
+
+
+def test_weight_id_into_another_class_count_keeps_the_backbone_and_a_fresh_head(served, golden):
+    # One rule for ids and files (timm's num_classes=): the backbone loads, the 10-class head of the
+    # weights has no place in a 4-class classifier, which keeps its initialisation and says so.
+    reference = _build("test")
+    with pytest.warns(UserWarning, match=r"classifier 'predictions' has shapes \[\(\d+, 10\), \(10,\)\].*freshly"):
+        model = tiny_v2(weights="test", classes=4, input_shape=(64, 96, 3), classifier_activation=None)
+    for layer in ("stem_conv", "block6a_project_conv", "top_bn"):
+        for ours, theirs in zip(model.get_layer(layer).get_weights(), reference.get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert not np.any(model.get_layer("predictions").get_weights()[1])  # fresh: zero bias
 
 
 def test_unpinned_entry_pins_first_download_and_checks_later_ones(served):
