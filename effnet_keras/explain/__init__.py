@@ -1,7 +1,7 @@
 """See what a model looks at: Grad-CAM heatmaps and PNG overlays, on any Keras backend.
 
     heatmaps = effnet_keras.explain.class_activation_map(model, images)   # [batch, H, W] in [0, 1]
-    python -m effnet_keras.explain cat.jpg dog.png --model_name=efficientnetv2-s --weights=imagenet
+    effnet-cam cat.jpg dog.png --model_name=efficientnetv2-s --weights=imagenet   (effnet_keras/cli/cam.py)
 """
 
 from effnet_keras.explain.gradcam import class_activation_map

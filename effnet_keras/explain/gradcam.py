@@ -12,40 +12,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from effnet_keras import _keras_internals as keras_internals
-
-
-def _is_global_pool(layer):
-    return isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D))
+from effnet_keras.model_parts import get_classifier
+from effnet_keras.model_parts import model_parts
 
 
 def default_feature_layer(model):
-    """Name of the layer whose 4-D output feeds the model's global pooling.
+    """Name of the model's last feature map, as its builder recorded it (`model.parts.features`).
 
     EfficientNet: `top_activation`; CoAtNet: the last stage's output.
     """
-    # The classifier's pooling is the last one that drops the spatial dims (SE blocks
-    # also pool globally, but keep dims).
-    for layer in reversed(model.layers):
-        if _is_global_pool(layer) and not getattr(layer, "keepdims", False):
-            source = layer.input
-            producer = keras_internals.producing_layer(source)
-            if producer is not None and len(source.shape) == 4:
-                return producer.name
-    raise ValueError(
-        f"{model.name}: no global pooling layer found to locate the last feature map; pass layer_name= explicitly. "
-        "(Models built with include_top=False and pooling=None have no classifier to explain.)"
-    )
-
-
-def _classifier(model):
-    last = model.layers[-1]
-    if not isinstance(last, keras.layers.Dense):
-        raise ValueError(
-            f"{model.name}: the last layer {last.name!r} is a {type(last).__name__}, not a Dense classifier; "
-            "Grad-CAM needs class logits (build the model with include_top=True)."
-        )
-    return last
+    return model_parts(model).features
 
 
 def split_model(model, layer_name=None):
@@ -58,8 +34,8 @@ def split_model(model, layer_name=None):
     features = feature_layer.output
     if len(features.shape) != 4:
         raise ValueError(f"Layer {layer_name!r} outputs shape {features.shape}; Grad-CAM needs a 4-D feature map.")
-    classifier = _classifier(model)
-    backbone = keras.Model(model.inputs, features, name=f"{model.name}_cam_backbone")
+    classifier = get_classifier(model)
+    backbone = keras.Model(model.inputs[0], features, name=f"{model.name}_cam_backbone")
     head = keras.Model(features, classifier.input, name=f"{model.name}_cam_head")
     return backbone, head, classifier
 

@@ -209,7 +209,7 @@ def transformer_block(
     pool,
     ln_epsilon,
     activation,
-    drop_rate,
+    drop_connect_rate,
     schedule_fraction,
     prefix,
     mlp_ratio=4,
@@ -235,14 +235,14 @@ def transformer_block(
     x = dense(3 * filters_out, name=prefix + "attn_qkv")(x)
     x = RelativeAttention(filters_out // head_dim, head_dim, name=prefix + "attn")(x)
     x = dense(filters_out, name=prefix + "attn_proj")(x)
-    x = StochasticDepth(drop_rate, schedule_fraction=schedule_fraction, name=prefix + "attn_drop")(x)
+    x = StochasticDepth(drop_connect_rate, schedule_fraction=schedule_fraction, name=prefix + "attn_drop")(x)
     x = layers.Add(name=prefix + "attn_add")([shortcut, x])
 
     y = layers.LayerNormalization(epsilon=ln_epsilon, name=prefix + "ffn_norm")(x)
     y = dense(mlp_ratio * filters_out, name=prefix + "ffn_expand")(y)
     y = layers.Activation(activation, name=prefix + "ffn_activation")(y)
     y = dense(filters_out, name=prefix + "ffn_project")(y)
-    y = StochasticDepth(drop_rate, schedule_fraction=schedule_fraction, name=prefix + "ffn_drop")(y)
+    y = StochasticDepth(drop_connect_rate, schedule_fraction=schedule_fraction, name=prefix + "ffn_drop")(y)
     return layers.Add(name=prefix + "add")([x, y])
 
 

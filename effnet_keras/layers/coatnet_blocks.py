@@ -64,7 +64,7 @@ def coatnet_mbconv_block(
     activation,
     bn_momentum,
     bn_epsilon,
-    drop_rate,
+    drop_connect_rate,
     schedule_fraction,
     prefix,
     expand_ratio=4,
@@ -104,5 +104,5 @@ def coatnet_mbconv_block(
     x = layers.Conv2D(
         filters_out, 1, use_bias=True, kernel_initializer=conv_initializer(), name=prefix + "project_conv"
     )(x)
-    x = StochasticDepth(drop_rate, schedule_fraction=schedule_fraction, name=prefix + "drop")(x)
+    x = StochasticDepth(drop_connect_rate, schedule_fraction=schedule_fraction, name=prefix + "drop")(x)
     return layers.Add(name=prefix + "add")([shortcut, x])

@@ -93,8 +93,8 @@ def squeeze_excite(x, filters_se, activation, prefix):
     return layers.Multiply(name=prefix + "se_excite")([x, se])
 
 
-def _residual(x, inputs, drop_rate, schedule_fraction, prefix):
-    x = StochasticDepth(drop_rate, schedule_fraction=schedule_fraction, name=prefix + "drop")(x)
+def _residual(x, inputs, drop_connect_rate, schedule_fraction, prefix):
+    x = StochasticDepth(drop_connect_rate, schedule_fraction=schedule_fraction, name=prefix + "drop")(x)
     # Shortcut first: Keras' functional graph mapping (`keras.src.ops.function._build_map`)
     # recurses depth-first into an Add's inputs in order, so with the shortcut first it
     # walks the chain of block inputs and its Python stack stays about #blocks + one
@@ -116,7 +116,7 @@ def mbconv_block(
     activation,
     bn_momentum,
     bn_epsilon,
-    drop_rate,
+    drop_connect_rate,
     schedule_fraction,
     prefix,
     dwconv_name="dwconv",
@@ -143,7 +143,7 @@ def mbconv_block(
     x = conv2d(x, filters_out, 1, 1, prefix + "project_conv")
     x = batch_norm(x, prefix + "project_bn", bn_momentum, bn_epsilon)
     if strides == 1 and filters_in == filters_out:
-        x = _residual(x, inputs, drop_rate, schedule_fraction, prefix)
+        x = _residual(x, inputs, drop_connect_rate, schedule_fraction, prefix)
     return x
 
 
@@ -159,7 +159,7 @@ def fused_mbconv_block(
     activation,
     bn_momentum,
     bn_epsilon,
-    drop_rate,
+    drop_connect_rate,
     schedule_fraction,
     prefix,
 ):
@@ -183,5 +183,5 @@ def fused_mbconv_block(
     if expand_ratio == 1:
         x = layers.Activation(activation, name=prefix + "project_activation")(x)
     if strides == 1 and filters_in == filters_out:
-        x = _residual(x, inputs, drop_rate, schedule_fraction, prefix)
+        x = _residual(x, inputs, drop_connect_rate, schedule_fraction, prefix)
     return x

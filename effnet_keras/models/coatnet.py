@@ -15,8 +15,6 @@ the multi-billion-parameter variants.
 
 import dataclasses
 
-import keras
-
 from effnet_keras.layers.attention import transformer_block
 from effnet_keras.layers.coatnet_blocks import DOWNSAMPLE_MODES
 from effnet_keras.layers.coatnet_blocks import PADDING_MODES
@@ -25,6 +23,7 @@ from effnet_keras.layers.coatnet_blocks import coatnet_mbconv_block
 from effnet_keras.layers.coatnet_blocks import conv_stem
 from effnet_keras.models import common
 from effnet_keras.models import family as families
+from effnet_keras import model_parts as parts_lib
 
 # Every CoAtNet down-samples 32x; the Transformer stages need whole grids at 1/16 and 1/32.
 SIZE_MULTIPLE = families.COATNET.size_multiple
@@ -52,7 +51,7 @@ class CoAtNetSpec:
     default_size: int = 224
     dropout_rate: float = 0.0
     # timm's CoAtNet configs normalise with mean = std = 0.5: [0, 255] -> [-1, 1] (x / 127.5 - 1).
-    preprocessing: str = "advprop"
+    preprocessing: str = "centered_127_5"
     family: families.Family = families.COATNET
 
     @property
@@ -68,7 +67,7 @@ def paper_stages(depths, widths):
     )
 
 
-# Paper Tables 3 and 12. name: (stem width, depths S1..S4, widths S1..S4, head size, drop-connect).
+# Paper Tables 3 and 12. name: (stem width, depths S1..S4, widths S1..S4, head size, drop_connect_rate).
 PAPER_VARIANTS = {
     "0": (64, (2, 3, 5, 2), (96, 192, 384, 768), 32, 0.2),
     "1": (64, (2, 6, 14, 2), (96, 192, 384, 768), 32, 0.3),
@@ -92,7 +91,7 @@ def _mixed(widths, transformer_width, s4_width):
     )
 
 
-# name: (stem width, stages, head size, drop-connect).
+# name: (stem width, stages, head size, drop_connect_rate).
 MIXED_VARIANTS = {
     "6": (192, _mixed((192, 384, 768), 1536, 2048), 128, 0.2),
     "7": (192, _mixed((256, 512, 1024), 2048, 3072), 128, 0.2),
@@ -184,46 +183,51 @@ def build_coatnet(
     head_dim = spec.head_dim if head_dim is None else int(head_dim)
     _validate_spec(spec, head_dim)
     input_shape = _resolve_input_shape(spec, input_tensor, input_shape, include_top, pooling=pooling, classes=classes)
-    resolved = common.resolve_weights(spec, weights, include_top=include_top, classes=classes,
-                                      input_shape=input_shape)
+    resolved = common.resolve_weights(spec, weights, input_shape=input_shape)
     dropout_rate = spec.dropout_rate if dropout_rate is None else dropout_rate
     drop_connect_rate = spec.drop_connect_rate if drop_connect_rate is None else drop_connect_rate
     common.check_rate("dropout_rate", dropout_rate)
     common.check_rate("drop_connect_rate", drop_connect_rate)
 
+    normalization = resolved.preprocessing if include_preprocessing else "none"
+    recorder = parts_lib.PartsRecorder(normalization)
     img_input = common.make_input(input_tensor, input_shape)
-    x = common.preprocessing(img_input, resolved.preprocessing if include_preprocessing else "none")
+    x = common.preprocessing(img_input, normalization)
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     x = conv_stem(x, filters=spec.stem_filters, activation=activation, padding=padding, **bn)
+    recorder.stem = ("stem_conv1", "stem_bn", "stem_conv2")
+    recorder.block_output(x, stride=2)
 
-    x = _block_stages(x, spec, drop_connect_rate, head_dim=head_dim, ln_epsilon=ln_epsilon, downsample=downsample,
-                      pool=pool, padding=padding, activation=activation, bn=bn)
+    x = _block_stages(x, spec, drop_connect_rate, recorder, head_dim=head_dim, ln_epsilon=ln_epsilon,
+                      downsample=downsample, pool=pool, padding=padding, activation=activation, bn=bn)
+    recorder.feature_map(x)
 
     # GAP -> LN -> [Dense(D4) + tanh] -> dropout -> logits
-    x = common.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+    x = common.classifier_head(x, recorder, include_top=include_top, pooling=pooling, classes=classes,
                                classifier_activation=classifier_activation, dropout_rate=dropout_rate,
                                norm_epsilon=ln_epsilon, pre_logits=pre_logits)
-    model = keras.Model(common.model_inputs(input_tensor, img_input), x, name=name or spec.default_name)
-    resolved.load_into(model)
-    return model
+    return common.finish_model(common.model_inputs(input_tensor, img_input), x, name or spec.default_name,
+                               recorder, resolved)
 
 
-def _block_stages(x, spec, drop_connect_rate, *, head_dim, ln_epsilon, downsample, pool, padding, activation, bn):
+def _block_stages(x, spec, drop_connect_rate, recorder, *, head_dim, ln_epsilon, downsample, pool, padding,
+                  activation, bn):
     """S1..S4 from the table: MBConv ("C") and Transformer ("T") runs; block i of N drops with rate * i / N."""
-    num_blocks = float(sum(args.repeats for args in spec.stages))
-    block_index = 0
+    rates = common.block_drop_rates(sum(args.repeats for args in spec.stages), drop_connect_rate)
+    block_index, stride = 0, 2  # after the stem
     stage_block = {}  # blocks are numbered per paper stage (a mixed S3 counts on)
     for args in spec.stages:
+        stride *= args.strides
         for j in range(args.repeats):
             index_in_stage = stage_block.get(args.stage, 0)
             stage_block[args.stage] = index_in_stage + 1
-            fraction = block_index / num_blocks  # linear stochastic-depth schedule over all blocks
+            block_rate, fraction = rates[block_index]
             common_kwargs = dict(
                 filters_out=args.filters,
                 strides=args.strides if j == 0 else 1,
                 pool=pool,
                 activation=activation,
-                drop_rate=drop_connect_rate * fraction,
+                drop_connect_rate=block_rate,
                 schedule_fraction=fraction,
                 prefix=f"stage{args.stage}_block{index_in_stage}_",
             )
@@ -231,6 +235,7 @@ def _block_stages(x, spec, drop_connect_rate, *, head_dim, ln_epsilon, downsampl
                 x = coatnet_mbconv_block(x, downsample=downsample, padding=padding, **bn, **common_kwargs)
             else:
                 x = transformer_block(x, head_dim=head_dim, ln_epsilon=ln_epsilon, **common_kwargs)
+            recorder.block_output(x, stride)
             block_index += 1
     return x
 

@@ -15,12 +15,14 @@ from keras import layers
 from effnet_keras import weights as weights_lib
 from effnet_keras.layers.drop import ScheduledDropout
 from effnet_keras.layers.mbconv import dense_initializer
-from effnet_keras.preprocessing import IMAGENET_MEAN
-from effnet_keras.preprocessing import IMAGENET_STD
-from effnet_keras.preprocessing import check_mode
+from effnet_keras.model_parts import LOGITS_LAYER
+from effnet_keras.model_parts import EffnetModel
+from effnet_keras.preprocessing import canonical_mode
+from effnet_keras.preprocessing import scale_offset
 
 POOLING_MODES = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
+LOGITS = LOGITS_LAYER  # the classifier's name (keras.applications'; weight files match it)
 
 
 def round_filters(filters, width_coefficient, divisor=8, min_depth=None, ten_percent_rule=True):
@@ -42,9 +44,11 @@ def round_repeats(repeats, depth_coefficient):
     return int(math.ceil(depth_coefficient * repeats))
 
 
-def validate_common_args(*, model_name, include_top, input_shape, pooling, classes, default_size):
+def validate_common_args(*, model_name, include_top, input_shape, pooling, classes, default_size,
+                         static_input=True):
     """The keras.applications argument checks, with the holes closed (`weights` is checked by
-    `resolve_weights`).
+    `resolve_weights`). `static_input=False` (a family whose head pools globally at any size):
+    a classifier may take any input size, `input_shape=(None, None, 3)`.
 
     Returns the resolved `input_shape` (a 3-tuple, channels last).
     """
@@ -72,7 +76,7 @@ def validate_common_args(*, model_name, include_top, input_shape, pooling, class
     height, width, channels = input_shape
     if channels is None:
         raise ValueError(f"The channel count must be known. Received: input_shape={input_shape!r}")
-    if include_top and (height is None or width is None):
+    if include_top and static_input and (height is None or width is None):
         raise ValueError(
             "With `include_top=True` the classifier needs a static input size: pass "
             f"`input_shape=(H, W, C)` or use `include_top=False`. Received: input_shape={input_shape!r}"
@@ -104,34 +108,22 @@ def preprocessing(x, mode):
     """Normalise [0, 255] input inside the model, with constants (never weights).
 
     Because nothing here is a weight, the graph is the same whatever `weights`
-    is, and weight files never carry normalisation statistics.
+    is, and weight files never carry normalisation statistics. The maths of each mode
+    is `effnet_keras.preprocessing`'s (`scale_offset`).
     """
-    if mode == "none":
+    constants = scale_offset(mode, x.shape[-1])
+    if constants is None:
         return x
-    channels = x.shape[-1]
-    if mode == "plus_minus_one":
-        return layers.Rescaling(1.0 / 128.0, offset=-1.0, dtype="float32", name="rescaling")(x)
-    if mode == "advprop":
-        # tensorflow/tpu AdvProp checkpoints were trained on x * 2 / 255 - 1 (not (x - 128) / 128).
-        return layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
-    if mode == "imagenet_mean_std":
-        if channels == 3:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-        else:
-            # Grey or extra channels: one scalar mean/std for every channel.
-            mean = [sum(IMAGENET_MEAN) / 3.0] * channels
-            std = [sum(IMAGENET_STD) / 3.0] * channels
-        scale = [1.0 / (255.0 * s) for s in std]
-        offset = [-m / s for m, s in zip(mean, std)]
-        return layers.Rescaling(scale, offset=offset, dtype="float32", name="normalization")(x)
-    check_mode(mode)
-    return x
+    scale, offset = constants
+    # keras.applications' names: its legacy .h5 files are matched by layer name and skip these.
+    name = "normalization" if canonical_mode(mode) == "imagenet_mean_std" else "rescaling"
+    return layers.Rescaling(scale, offset=offset, dtype="float32", name=name)(x)
 
 
-def classifier_head(x, *, include_top, pooling, classes, classifier_activation, dropout_rate, norm_epsilon=None,
-                    pre_logits=False):
+def classifier_head(x, recorder, *, include_top, pooling, classes, classifier_activation, dropout_rate,
+                    norm_epsilon=None, pre_logits=False):
     """GAP -> [LayerNorm] -> [Dense + tanh] -> dropout -> Dense, or the optional pooling of a
-    headless model.
+    headless model; each layer's part is noted in `recorder` (a `parts.PartsRecorder`).
 
     EfficientNets use the plain head; CoAtNet adds `head_norm` (`norm_epsilon`) and the
     paper's `head_pre_logits` (a width-preserving Dense + tanh). The logits layer computes
@@ -139,38 +131,61 @@ def classifier_head(x, *, include_top, pooling, classes, classifier_activation, 
     The dropout layer exists even at rate 0 so a progressive schedule can turn it on
     without rebuilding the model.
     """
-    if include_top:
-        width = x.shape[-1]
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if norm_epsilon is not None:
-            x = layers.LayerNormalization(epsilon=norm_epsilon, name="head_norm")(x)
-        if pre_logits:
-            x = layers.Dense(width, activation="tanh", kernel_initializer=dense_initializer(),
-                             name="head_pre_logits")(x)
-        x = ScheduledDropout(dropout_rate, name="top_dropout")(x)
-        return layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=dense_initializer(),
-            bias_initializer="zeros",
-            dtype="float32",
-            name="predictions",
-        )(x)
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
+    # The head's weight layers, built or not: a weights file's head is recognised by them.
+    recorder.head = (("head_norm",) if norm_epsilon is not None else ()) + \
+        (("head_pre_logits",) if pre_logits else ()) + (LOGITS,)
+    if not include_top:
+        if pooling is None:
+            return x
+        pool = layers.GlobalAveragePooling2D(name="avg_pool") if pooling == "avg" else \
+            layers.GlobalMaxPooling2D(name="max_pool")
+        recorder.pooling = recorder.embedding = pool.name
+        return pool(x)
+    width = x.shape[-1]
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    recorder.pooling = recorder.embedding = "avg_pool"
+    if norm_epsilon is not None:
+        x = layers.LayerNormalization(epsilon=norm_epsilon, name="head_norm")(x)
+        recorder.embedding = "head_norm"
+    if pre_logits:
+        x = layers.Dense(width, activation="tanh", kernel_initializer=dense_initializer(),
+                         name="head_pre_logits")(x)
+        recorder.embedding = "head_pre_logits"
+    x = ScheduledDropout(dropout_rate, name="top_dropout")(x)
+    recorder.dropout = "top_dropout"
+    recorder.logits = LOGITS
+    return layers.Dense(
+        classes,
+        activation=classifier_activation,
+        kernel_initializer=dense_initializer(),
+        bias_initializer="zeros",
+        dtype="float32",
+        name=LOGITS,
+    )(x)
 
 
-def resolve_weights(spec, weights, *, include_top, classes, input_shape):
+def finish_model(inputs, outputs, name, recorder, resolved):
+    """The model with its parts record (`parts.EffnetModel`), its weights loaded."""
+    model = EffnetModel(inputs, outputs, name=name, parts=recorder.finish())
+    resolved.load_into(model)
+    return model
+
+
+def block_drop_rates(num_blocks, drop_connect_rate):
+    """[(rate, schedule_fraction)] of block i of N: stochastic depth grows linearly, rate * i / N
+    (the EfficientNet paper's rule, also CoAtNet's); the fraction lets a trainer move every
+    block to a new global rate between progressive stages."""
+    fractions = [i / float(num_blocks) for i in range(num_blocks)]
+    return [(drop_connect_rate * fraction, fraction) for fraction in fractions]
+
+
+def resolve_weights(spec, weights, *, input_shape):
     """The builder's one call about `weights`, made before any layer exists.
 
     Returns `effnet_keras.weights.ResolvedWeights`: the normalisation to build with
     (a weight id may bring its own) and `.load_into(model)` for the finished model.
     """
-    return weights_lib.resolve(spec.name, weights, include_top=include_top, classes=classes,
-                               input_shape=input_shape, preprocessing=spec.preprocessing,
+    return weights_lib.resolve(spec.name, weights, input_shape=input_shape, preprocessing=spec.preprocessing,
                                converter=spec.family.converter, unpublished_note=spec.family.weights_note)
 
 

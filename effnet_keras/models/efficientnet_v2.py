@@ -1,14 +1,19 @@
 """EfficientNetV2 (Tan & Le 2021): block tables for B0-B3 and S/M/L/XL.
 
 Tables follow google/automl `efficientnetv2/effnetv2_configs.py`; the builder is
-the shared `build_mbconv_net`. Stages 1-3 are Fused-MBConv (no SE), the rest
+the shared `mbconv_net.build_mbconv_net`. Stages 1-3 are Fused-MBConv (no SE), the rest
 MBConv with SE 0.25.
 """
 
 from effnet_keras.models import family as families
-from effnet_keras.models.efficientnet import BlockArgs
-from effnet_keras.models.efficientnet import NetSpec
-from effnet_keras.models.efficientnet import _public_builder
+from effnet_keras.models.efficientnet import DOC
+from effnet_keras.models.mbconv_net import BlockArgs
+from effnet_keras.models.mbconv_net import NetSpec
+from effnet_keras.models.mbconv_net import public_builder
+
+
+def _public_builder(spec, public_name, family):
+    return public_builder(spec, public_name, family, DOC)
 
 
 def _stages(rows):
@@ -71,16 +76,16 @@ XL_BLOCKS = _stages(
 )
 
 # variant: (blocks, width, depth, train_size, eval_size, dropout, preprocessing)
-# B0-B3 were trained on ImageNet mean/std input, S/M/L/XL on (x - 128) / 128.
+# B0-B3 were trained on ImageNet mean/std input, S/M/L/XL on (x - 128) / 128 (centered_128).
 V2_VARIANTS = {
     "b0": (BASE_BLOCKS, 1.0, 1.0, 192, 224, 0.2, "imagenet_mean_std"),
     "b1": (BASE_BLOCKS, 1.0, 1.1, 192, 240, 0.2, "imagenet_mean_std"),
     "b2": (BASE_BLOCKS, 1.1, 1.2, 208, 260, 0.3, "imagenet_mean_std"),
     "b3": (BASE_BLOCKS, 1.2, 1.4, 240, 300, 0.3, "imagenet_mean_std"),
-    "s": (S_BLOCKS, 1.0, 1.0, 300, 384, 0.2, "plus_minus_one"),
-    "m": (M_BLOCKS, 1.0, 1.0, 384, 480, 0.3, "plus_minus_one"),
-    "l": (L_BLOCKS, 1.0, 1.0, 384, 480, 0.4, "plus_minus_one"),
-    "xl": (XL_BLOCKS, 1.0, 1.0, 384, 512, 0.4, "plus_minus_one"),
+    "s": (S_BLOCKS, 1.0, 1.0, 300, 384, 0.2, "centered_128"),
+    "m": (M_BLOCKS, 1.0, 1.0, 384, 480, 0.3, "centered_128"),
+    "l": (L_BLOCKS, 1.0, 1.0, 384, 480, 0.4, "centered_128"),
+    "xl": (XL_BLOCKS, 1.0, 1.0, 384, 512, 0.4, "centered_128"),
     # Not a paper model: the B0 table at width 0.25 / depth 0.34 (~0.2 M params), for the
     # digits demo, tests and CPU smoke runs. Same blocks, names and code paths as B0.
     "nano": (BASE_BLOCKS, 0.25, 0.34, 64, 64, 0.1, "imagenet_mean_std"),

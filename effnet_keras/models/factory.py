@@ -1,15 +1,14 @@
 """The one place a classifier for training, export, Grad-CAM and predict is built.
 
-`build_classifier(name, classes, image_size)` reads the family's traits from the spec:
-a family that takes any input size (EfficientNet V1/V2) is built headless at
-(None, None, 3) with the standard head, so every progressive stage and every export
-size runs on one model; a family that needs a static size (CoAtNet's relative-position
-tables) is built at `image_size`. Logits out (no softmax): the losses and exports add it.
+`build_classifier(name, classes, image_size)` is the variant's own builder with its own head
+(`include_top=True`), so a weights file or id whose classifier has `classes` classes keeps it
+(another class count: a fresh head, with a warning). It reads the family's traits from the
+spec: a family that takes any input size (EfficientNet V1/V2/Lite) is built at (None, None, 3),
+so every progressive stage and every export size runs on one model; a family that needs a
+static size (CoAtNet's relative-position tables) is built at `image_size`. Logits out (no
+softmax): the losses, predict and the exports add it.
 """
 
-import keras
-
-from effnet_keras.models import common
 from effnet_keras.models import registry
 
 
@@ -33,30 +32,22 @@ def build_classifier(name, classes, image_size=None, *, weights=None, dropout_ra
     `image_size` matters only to a static-input family (default: its training size);
     None arguments take the variant's defaults.
     """
-    spec = registry.get_spec(name)
-    kwargs = {"weights": weights}
-    if drop_connect_rate is not None:
-        kwargs["drop_connect_rate"] = drop_connect_rate
-    if bn_momentum is not None:
-        kwargs["bn_momentum"] = bn_momentum
-    if spec.family.static_input:
-        size = int(image_size or spec.train_size)
-        return registry.get_model(name, include_top=True, classes=classes, classifier_activation=None,
-                                  input_shape=(size, size, 3), dropout_rate=dropout_rate, **kwargs)
-    dropout = spec.dropout_rate if dropout_rate is None else dropout_rate
-    backbone = registry.get_model(name, include_top=False, input_shape=(None, None, 3), dropout_rate=dropout,
-                                  **kwargs)
-    outputs = common.classifier_head(backbone.output, include_top=True, pooling=None, classes=classes,
-                                     classifier_activation=None, dropout_rate=dropout)
-    return keras.Model(backbone.inputs, outputs, name=backbone.name)
+    kwargs = {k: v for k, v in (("dropout_rate", dropout_rate), ("drop_connect_rate", drop_connect_rate),
+                                ("bn_momentum", bn_momentum)) if v is not None}
+    return registry.get_model(name, include_top=True, classes=classes, classifier_activation=None,
+                              input_shape=_input_shape(name, image_size), weights=weights, **kwargs)
 
 
-def build_backbone(name, image_size=None, *, weights=None):
-    """A headless model of `name` (fine-tune initialisation from a weights file): at any size,
-    or at `image_size` for a static-input family."""
+def build_backbone(name, image_size=None, *, weights=None, pooling=None):
+    """A headless model of `name` (fine-tune initialisation from a weights file, a feature-vector
+    export of headless weights): at any size, or at `image_size` for a static-input family."""
+    return registry.get_model(name, include_top=False, input_shape=_input_shape(name, image_size), weights=weights,
+                              pooling=pooling)
+
+
+def _input_shape(name, image_size):
     spec = registry.get_spec(name)
-    shape = (None, None, 3)
     if spec.family.static_input:
         size = int(image_size or spec.train_size)
-        shape = (size, size, 3)
-    return registry.get_model(name, include_top=False, input_shape=shape, weights=weights)
+        return (size, size, 3)
+    return (None, None, 3)

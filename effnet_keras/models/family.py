@@ -22,6 +22,9 @@ EFFICIENTNET = Family("efficientnet", recipe="efficientnet", converter="efficien
                       size_multiple=1, progressive=True)
 EFFICIENTNET_V2 = Family("efficientnetv2", recipe="efficientnet", converter="efficientnet", static_input=False,
                          size_multiple=1, progressive=True)
+# tensorflow/tpu's Lite recipe: V1's RMSProp schedule, V1 crops, no RandAugment (configs/recipes/).
+EFFICIENTNET_LITE = Family("efficientnet_lite", recipe="efficientnet_lite", converter="efficientnet",
+                           static_input=False, size_multiple=1, progressive=True)
 # Every CoAtNet downsamples 32x and its Transformer stages need whole grids at 1/16 and 1/32.
 COATNET = Family("coatnet", recipe="coatnet", converter="coatnet", static_input=True, size_multiple=32,
                  progressive=False, weights_note="Google never released CoAtNet checkpoints")

@@ -8,8 +8,10 @@ its family's traits, which every tool reads instead of parsing the name) and
 import dataclasses
 import re
 
+from effnet_keras.naming import canonical_name
 from effnet_keras.models import coatnet
 from effnet_keras.models import efficientnet
+from effnet_keras.models import efficientnet_lite
 from effnet_keras.models import efficientnet_v2
 
 
@@ -35,20 +37,14 @@ def register_model(name, builder, spec=None):
     return builder
 
 
-def _canonical(name):
-    """'EfficientNetV2S', 'efficientnetv2_s', 'efficientnetb0' -> registry spelling."""
-    key = str(name).strip().lower().replace("_", "-")
-    if key in _REGISTRY:
-        return key
-    compact = key.replace("-", "")
-    for registered in _REGISTRY:
-        if registered.replace("-", "") == compact:
-            return registered
-    return None
+def canonical(name):
+    """The registered name `name` spells ('EfficientNetV2S', 'efficientnetv2_s' -> 'efficientnetv2-s'),
+    or a ValueError listing the registered names."""
+    return get_entry(name).name
 
 
 def get_entry(name):
-    key = _canonical(name)
+    key = canonical_name(name, _REGISTRY)
     if key is None:
         raise ValueError(f"Unknown model name {name!r}. Available models: {', '.join(list_models())}")
     return _REGISTRY[key]
@@ -78,12 +74,13 @@ def list_models(pattern=None):
 
 def _sort_key(name):
     family, _, variant = name.rpartition("-")
-    order = ["nano", "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "l2", "s", "m", "l", "xl"]
+    order = ["nano", "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "l2", "lite0", "lite1", "lite2", "lite3",
+             "lite4", "s", "m", "l", "xl"]
     if variant in order:
         return (family, order.index(variant), variant)
     return (family, len(order) + (int(variant) if variant.isdigit() else 0), variant)
 
 
-for _module in (efficientnet, efficientnet_v2, coatnet):
+for _module in (efficientnet, efficientnet_lite, efficientnet_v2, coatnet):
     for _builder in _module.PUBLIC_BUILDERS:
         register_model(_builder.spec.name, _builder)

@@ -61,7 +61,7 @@ def test_class_index_and_named_layer_and_errors():
     with pytest.raises(ValueError, match="4-D batch"):
         class_activation_map(model, images[0])
     headless = effnet_keras.EfficientNetV2Nano(include_top=False)
-    with pytest.raises(ValueError, match="no global pooling layer"):
+    with pytest.raises(ValueError, match="has no classifier .built with include_top=False"):
         class_activation_map(headless, images)
 
 
@@ -121,17 +121,20 @@ def test_cli_writes_readable_pngs(tmp_path):
         f.write("\n".join(f"class_{i}" for i in range(3)))
     out = os.path.join(tmp_path, "out")
     result = subprocess.run(
-        [sys.executable, "-m", "effnet_keras.explain", *paths, "--model_name=efficientnetv2-nano", "--classes=3",
+        [sys.executable, "-m", "effnet_keras.cli.cam", *paths, "--model_name=efficientnetv2-nano", "--weights=none", "--classes=3",
          "--image_size=64", f"--labels={labels}", f"--out={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    written = [line.split("wrote ", 1)[1] for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    # "wrote PATH" for the grid, "wrote PATH: explains NAME (score)" per image
+    written = [line.split("wrote ", 1)[1].split(": explains ")[0] for line in result.stdout.splitlines()
+               if line.startswith("wrote ")]
+    assert sum(": explains class_" in line for line in result.stdout.splitlines()) == 2, result.stdout
     assert sorted(os.path.basename(w) for w in written) == ["grid.png", "img0_cam.png", "img1_cam.png"]
     for path in written:
         with Image.open(path) as image:
             image.load()
             assert image.mode == "RGB" and image.width >= 128 and image.height > 64
-    bad = subprocess.run([sys.executable, "-m", "effnet_keras.explain", "missing.png", "--model_name=efficientnetv2-nano"],
+    bad = subprocess.run([sys.executable, "-m", "effnet_keras.cli.cam", "missing.png", "--model_name=efficientnetv2-nano"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "No such image: missing.png" in bad.stderr
+    assert bad.returncode != 0 and "error: no such image: missing.png" in bad.stderr

@@ -40,9 +40,14 @@ def test_input_too_small():
         effnet_keras.EfficientNetV2Nano(input_shape=(16, 16, 3))
 
 
-def test_dynamic_shape_with_top_is_an_error():
+def test_classifier_at_any_size_except_for_a_static_input_family():
+    # An EfficientNet's head pools globally, so one classifier serves every size (progressive
+    # training, exports at the eval size); CoAtNet's relative-position tables need a static size.
+    model = effnet_keras.EfficientNetV2Nano(include_top=True, input_shape=(None, None, 3), classes=3)
+    for size in (48, 80):
+        assert _np(model(_images(1, size))).shape == (1, 3)
     with pytest.raises(ValueError, match=r"static input size.*\(None, None, 3\)"):
-        effnet_keras.EfficientNetV2Nano(include_top=True, input_shape=(None, None, 3))
+        effnet_keras.CoAtNet0(include_top=True, input_shape=(None, None, 3))
 
 
 def test_wrong_channel_count_for_weights(tmp_path):

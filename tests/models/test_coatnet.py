@@ -21,8 +21,14 @@ from effnet_keras.layers.attention import relative_position_index
 from effnet_keras.layers.attention import resize_relative_position_table
 from effnet_keras.models import coatnet
 from effnet_keras.layers.attention import resize_relative_position_tables
+from effnet_keras import weights as weights_lib
+from effnet_keras.weights.assign import assign_by_name
 from effnet_keras.weights.timm_coatnet import convert_timm_coatnet
-from effnet_keras.weights.timm_coatnet import load_timm_coatnet
+
+
+def load_timm_state(model, state_dict, **kwargs):
+    """What `weights=` does with a timm CoAtNet state dict: the pure converter, then the one assigner."""
+    return assign_by_name(model, convert_timm_coatnet(state_dict, model, **kwargs), source="timm state dict")
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 TINY = dict(stem_filters=8, depths=(2, 2, 2, 2), widths=(8, 16, 24, 32), head_dim=8)
@@ -185,7 +191,7 @@ def test_mixed_stage_like_coatnet6():
 def test_timm_parity(fixture):
     data, config, state_dict = load_fixture(fixture)
     model = fixture_model(config)
-    convert_timm_coatnet(state_dict, model)
+    load_timm_state(model, state_dict)
     image = data["image"].astype("float32")
     logits = model.predict(image, verbose=0)
     assert np.abs(logits - data["logits"]).max() < 1e-4
@@ -202,7 +208,7 @@ def test_converter_reads_safetensors_and_checks_keys(tmp_path):
     path = str(tmp_path / "coatnet_tiny.safetensors")
     save_file(state_dict, path)
     model = fixture_model(config)
-    load_timm_coatnet(model, path)
+    weights_lib.load_file(model, path, converter="coatnet")
     assert np.abs(model.predict(data["image"].astype("float32"), verbose=0) - data["logits"]).max() < 1e-4
 
     missing = {k: v for k, v in state_dict.items() if k != "stages.2.blocks.1.attn.qkv.weight"}
@@ -214,14 +220,14 @@ def test_converter_reads_safetensors_and_checks_keys(tmp_path):
     with pytest.raises(ValueError, match="head.pre_logits.fc"):
         convert_timm_coatnet(state_dict, wrong_knobs)
     with pytest.raises(ValueError, match="source_image_size"):
-        convert_timm_coatnet(state_dict, fixture_model(config, (128, 160, 3)))
+        load_timm_state(fixture_model(config, (128, 160, 3)), state_dict)
 
 
 @pytest.mark.backend
 def test_converter_resizes_tables_for_a_new_input_size():
     data, config, state_dict = load_fixture("coatnet_paper_tiny")
     model = fixture_model(config, (128, 160, 3))
-    convert_timm_coatnet(state_dict, model, source_image_size=(64, 96))
+    load_timm_state(model, state_dict, source_image_size=(64, 96))
     attention = model.get_layer("stage3_block1_attn")
     old = state_dict["stages.2.blocks.1.attn.rel_pos.relative_position_bias_table"]  # 4x6 grid, 3 heads
     expected = resize_relative_position_table(old.T.reshape(3, 7, 11), (8, 10))
@@ -440,7 +446,7 @@ def test_timm_converter_infers_a_square_source_grid_and_logs_the_resize(caplog):
             square[key] = rng.normal(size=(cells, value.shape[1])).astype("float32")
     model = fixture_model(config, (128, 128, 3))  # grids 8x8 and 4x4
     with caplog.at_level("INFO"):
-        convert_timm_coatnet(square, model)
+        load_timm_state(model, square)
     assert len([r for r in caplog.records if "relative-position bias tables of 4 layers" in r.getMessage()]) == 1
     table = square["stages.2.blocks.0.attn.rel_pos.relative_position_bias_table"]
     expected = _bilinear_reference(table.T.reshape(-1, 7, 7), (15, 15))

@@ -138,10 +138,10 @@ def test_v2_xl_hub_export_at_default_recursion_limit(tmp_path):
         import dataclasses, os, sys
         assert sys.getrecursionlimit() == 1000, sys.getrecursionlimit()
         import hub_export
-        from effnet_keras.models import efficientnet, efficientnet_v2
+        from effnet_keras.models import efficientnet_v2, mbconv_net
 
         spec = dataclasses.replace(efficientnet_v2.V2_SPECS["efficientnetv2-xl"], width=0.1, default_name="narrow_xl")
-        model = efficientnet.build_mbconv_net(spec, input_shape=(32, 32, 3), classes=5)
+        model = mbconv_net.build_mbconv_net(spec, input_shape=(32, 32, 3), classes=5)
         assert len(model.layers) == 1251
         result = hub_export.export(model, os.path.join({str(tmp_path)!r}, "cls"), kind="classification", image_size=32)
         assert result["num_outputs"] == 5 and result["max_abs_diff"] <= 1e-5, result
@@ -183,8 +183,8 @@ def test_shortcut_first_add_changes_nothing_else(name, monkeypatch):
         return deepest
 
     new = build()
-    monkeypatch.setattr(mbconv, "_residual", lambda x, inputs, drop_rate, schedule_fraction, prefix: layers.Add(
-        name=prefix + "add")([mbconv.StochasticDepth(drop_rate, schedule_fraction=schedule_fraction,
+    monkeypatch.setattr(mbconv, "_residual", lambda x, inputs, drop_connect_rate, schedule_fraction, prefix: layers.Add(
+        name=prefix + "add")([mbconv.StochasticDepth(drop_connect_rate, schedule_fraction=schedule_fraction,
                                                      name=prefix + "drop")(x), inputs]))
     old = build()
     assert [l.name for l in new.layers[1:]] == [l.name for l in old.layers[1:]]

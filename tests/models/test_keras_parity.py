@@ -15,8 +15,8 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 import effnet_keras
-from effnet_keras.models.common import IMAGENET_MEAN
-from effnet_keras.models.common import IMAGENET_STD
+from effnet_keras.preprocessing import IMAGENET_MEAN
+from effnet_keras.preprocessing import IMAGENET_STD
 
 KERAS_APPS = {
     "efficientnet-b0": keras.applications.EfficientNetB0,

@@ -24,6 +24,13 @@ REFERENCE_COUNTS = {
     "efficientnet-b7": (66_658_680, 66_347_960, 64_097_680, 63_786_960),
     "efficientnet-b8": (87_793_174, 87_413_142, 84_976_174, 84_596_142),
     "efficientnet-l2": (481_399_996, 480_309_308, 475_894_996, 474_804_308),
+    # EfficientNet-Lite: trainable counts of tensorflow/tpu lite/efficientnet_lite_builder_test.py
+    # (reference lite.md §1); totals add the BN moving statistics.
+    "efficientnet-lite0": (4_694_024, 4_652_008, 3_413_024, 3_371_008),
+    "efficientnet-lite1": (5_470_344, 5_416_680, 4_189_344, 4_135_680),
+    "efficientnet-lite2": (6_150_168, 6_092_072, 4_869_168, 4_811_072),
+    "efficientnet-lite3": (8_273_768, 8_197_096, 6_992_768, 6_916_096),
+    "efficientnet-lite4": (13_118_936, 13_006_568, 11_837_936, 11_725_568),
     "efficientnetv2-b0": (7_200_312, 7_139_704, 5_919_312, 5_858_704),
     "efficientnetv2-b1": (8_212_124, 8_141_052, 6_931_124, 6_860_052),
     "efficientnetv2-b2": (10_178_374, 10_096_086, 8_769_374, 8_687_086),
