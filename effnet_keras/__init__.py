@@ -5,10 +5,10 @@ TensorFlow, JAX and torch backends. Data, training and export live in
 TF-only subpackages that import TensorFlow when used.
 """
 
-from effnet_keras import cli_util as _cli_util
+from effnet_keras.cli import startup as _startup
 
-if _cli_util.running_our_command():  # effnet-train & co.: TF is imported below, through keras
-    _cli_util.quiet_tensorflow_startup()
+if _startup.running_our_command():  # effnet-train & co.: TF is imported below, through keras
+    _startup.quiet_tensorflow_startup()
 
 from effnet_keras.features import feature_extractor  # noqa: E402
 from effnet_keras.features import feature_layers  # noqa: E402
@@ -35,6 +35,11 @@ from effnet_keras.models.efficientnet import EfficientNetB7  # noqa: E402
 from effnet_keras.models.efficientnet import EfficientNetB8  # noqa: E402
 from effnet_keras.models.efficientnet import EfficientNetL2  # noqa: E402
 from effnet_keras.models.efficientnet import compound_scaling  # noqa: E402
+from effnet_keras.models.efficientnet_lite import EfficientNetLite0  # noqa: E402
+from effnet_keras.models.efficientnet_lite import EfficientNetLite1  # noqa: E402
+from effnet_keras.models.efficientnet_lite import EfficientNetLite2  # noqa: E402
+from effnet_keras.models.efficientnet_lite import EfficientNetLite3  # noqa: E402
+from effnet_keras.models.efficientnet_lite import EfficientNetLite4  # noqa: E402
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2B0  # noqa: E402
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2B1  # noqa: E402
 from effnet_keras.models.efficientnet_v2 import EfficientNetV2B2  # noqa: E402

@@ -13,8 +13,9 @@ import pytest
 
 import effnet_keras
 from effnet_keras import labels as labels_lib
-from effnet_keras import predict as predict_lib
 from effnet_keras import rundir
+from effnet_keras.cli import predict as predict_lib
+from effnet_keras.images import load_image
 from effnet_keras.preprocessing import PREPROCESSING_MODES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,9 +91,12 @@ def test_shipped_imagenet_names():
     assert labels_lib.class_names_for(1000)[207] == "golden retriever"
     import types  # a run without labels.txt: ImageNet names only when it trained on ImageNet
 
-    digits = types.SimpleNamespace(path="run", class_names=None, config={"data": {"name": "digits"}})
+    def run_on(name):
+        return types.SimpleNamespace(path="run", class_names=None, config=types.SimpleNamespace(data=types.SimpleNamespace(name=name)))
+
+    digits = run_on("digits")
     assert labels_lib.class_names_for(1000, run=digits)[:2] == ["0", "1"]
-    imagenet = types.SimpleNamespace(path="run", class_names=None, config={"data": {"name": "imagenet"}})
+    imagenet = run_on("imagenet")
     assert labels_lib.class_names_for(1000, run=imagenet)[0] == "tench"
 
 
@@ -225,7 +229,7 @@ def run_dir(tmp_path_factory):
     config_lib.write_or_check(cfg, str(path))
     model = rundir.build_model(cfg, 3, 32)
     model.save_weights(str(path / "model.weights.h5"))
-    rundir.write_labels(str(path), ["cat", "dog", "fox"])
+    labels_lib.write_labels(str(path), ["cat", "dog", "fox"])
     return path
 
 
@@ -250,7 +254,7 @@ def test_cli_export_dir_reads_assets_labels(image_dir, tmp_path, capsys):
     pytest.importorskip("tensorflow")
     import inspect
 
-    from hub_export import api
+    from effnet_keras.export import api
 
     model = effnet_keras.get_model("efficientnetv2-nano", input_shape=(32, 32, 3), classes=4,
                                    classifier_activation=None)
@@ -269,14 +273,14 @@ def test_cli_export_dir_reads_assets_labels(image_dir, tmp_path, capsys):
     (result,) = json.loads(out)
     assert sorted(p["name"] for p in result["predictions"]) == names
     # The export computes the same classifier as the Keras model (the export takes [0, 1] images).
-    image = predict_lib.load_image(str(image_dir / "china.jpg"), 32)
+    image = load_image(str(image_dir / "china.jpg"), 32)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(image[None], training=False)))[0]
     got = {p["index"]: p["score"] for p in result["predictions"]}
     np.testing.assert_allclose([got[i] for i in range(4)], probs, atol=1e-4)
 
 
 def test_module_entry_point(image_dir):
-    result = subprocess.run([sys.executable, "-m", "effnet_keras.predict", str(image_dir / "sub" / "flower.png"),
+    result = subprocess.run([sys.executable, "-m", "effnet_keras.cli.predict", str(image_dir / "sub" / "flower.png"),
                              "--model_name", "efficientnetv2-nano", "--weights", "none", "--image_size", "32",
                              "--top_k", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -287,11 +291,15 @@ def test_module_entry_point(image_dir):
 
 # ---- Grad-CAM captions -------------------------------------------------------------------------------------
 
-def test_cam_captions_use_the_same_names(run_dir):
-    from effnet_keras.explain import __main__ as cam
+def test_cam_captions_use_the_same_names(run_dir, image_dir, tmp_path, capsys):
+    from effnet_keras.cli import cam
 
-    assert cam._labels(None, 1000)[207] == "golden retriever"
-    assert cam._labels(None, 5) == ["0", "1", "2", "3", "4"]
-    assert cam._labels(None, 3, str(run_dir)) == ["cat", "dog", "fox"]
-    with pytest.raises(SystemExit, match="has 3 names; the model has 1000 classes"):
-        cam._labels(str(run_dir / "labels.txt"), 1000)
+    out = tmp_path / "cam"
+    assert cam.main([str(image_dir / "china.jpg"), "--model_dir", str(run_dir), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"wrote {out / 'china_cam.png'}: explains ") and line.split("explains ")[1].split(" (")[0] in (
+        "cat", "dog", "fox")
+    with pytest.raises(SystemExit) as exit_info:
+        cam.main([str(image_dir / "china.jpg"), "--model_dir", str(run_dir), "--labels", str(run_dir / "labels.txt"),
+                  "--classes", "1000"])
+    assert exit_info.value.code == 2 and "--classes goes with --model_name" in capsys.readouterr().err

@@ -9,6 +9,7 @@ order (21,841 classes) is the 21k list without two ids.
     class_index_for(n, run=..., labels_file=...)  -> [(class_id, name)] for an n-class head
     class_names_for(...)                           -> the names alone
     decode_predictions(preds, top=5)               -> keras.applications-style top-k tuples
+    write_labels(directory, names) / read_names(path)   a run's or an export's labels.txt
 """
 
 import functools
@@ -22,6 +23,7 @@ IMAGENET21K_CLASSES = 21843  # Google's ImageNet-21k (automl EfficientNetV2 `ima
 IMAGENET22K_CLASSES = 21841  # fall11 ImageNet-22k: the 21k list less the two ids below
 FALL11_ABSENT = ("n03931044", "n09859684")  # in Google's 21k, not in fall11 (tools/make_class_names.py checks)
 IMAGENET_DATA = ("imagenet", "imagenet21k")  # run data.name values whose classes are ImageNet's, in its order
+LABELS_FILE = "labels.txt"  # a run's and an export's class names, one per line, in class-index order
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,6 +56,26 @@ def read_labels_file(path, num_classes=None):
     return entries
 
 
+def read_names(path):
+    """The class names of a labels file (`read_labels_file` without the ids)."""
+    return [name for _, name in read_labels_file(path)]
+
+
+def write_labels(directory, class_names):
+    """`directory/labels.txt`: one class name per line, index order (atomic, local or bucket). Returns its path."""
+    import os
+
+    from effnet_keras import fileio
+
+    names = [str(n) for n in class_names]
+    bad = [n for n in names if not n or "\n" in n]
+    if bad:
+        raise ValueError(f"class names must be non-empty single lines. Received: {bad[:3]!r}")
+    path = os.path.join(directory, LABELS_FILE)
+    fileio.write_text(path, "\n".join(names) + "\n")
+    return path
+
+
 def _index_strings(num_classes):
     return [(str(i), str(i)) for i in range(num_classes)]
 
@@ -78,7 +100,7 @@ def class_index_for(num_classes, run=None, labels_file=None):
                 raise ValueError(f"{run.path}: labels.txt has {len(names)} names; the model has {num_classes} "
                                  "classes.")
             return [(str(i), name) for i, name in enumerate(names)]
-        if run.config.get("data", {}).get("name") not in IMAGENET_DATA:
+        if run.config.data.name not in IMAGENET_DATA:
             return _index_strings(num_classes)
     return imagenet_class_index(num_classes) or _index_strings(num_classes)
 

@@ -143,9 +143,9 @@ def test_tf_keras_hub_keraslayer_fine_tunes_and_freezes(which, nano, coatnet_exp
         features = keras.Model(model.inputs, model.get_layer("avg_pool").output)
     else:
         model, path = coatnet_export
-        from hub_export.savedmodel import _pooled_tensor
+        from effnet_keras.model_parts import embedding_output
 
-        features = keras.Model(model.inputs, _pooled_tensor(model))
+        features = keras.Model(model.inputs, embedding_output(model))
     trained = _tf_keras_consumer(path, 64, trainable=True)
     assert trained["trainable_weights"] > 0 and trained["trainable_changed"] > trained["trainable_weights"] // 2
     assert trained["moving"] == 0 or trained["moving_changed"] > 0  # BN statistics update in training
@@ -158,7 +158,7 @@ def test_tf_keras_hub_keraslayer_fine_tunes_and_freezes(which, nano, coatnet_exp
 def test_tflite_parity(nano):
     _, fv, _ = nano
     assert fv["tflite"]["max_abs_diff"] <= 1e-4
-    from hub_export import tflite
+    from effnet_keras.export import tflite
 
     x = _images(1, 64, seed=3)
     reloaded = tf.saved_model.load(fv["saved_model"])  # keep a reference while calling it

@@ -11,10 +11,10 @@ import tensorflow as tf
 
 import hub_export
 from effnet_keras import fileio
-from hub_export import bundle as bundle_lib
-from hub_export import savedmodel
+from effnet_keras.export import bundle as bundle_lib
+from effnet_keras.export import savedmodel
 
-SAVED_MODEL_FILES = ["fingerprint.pb", "saved_model.pb", "variables/variables.data-00000-of-00001",
+SAVED_MODEL_FILES = ["assets/effnet_export.json", "fingerprint.pb", "saved_model.pb", "variables/variables.data-00000-of-00001",
                      "variables/variables.index"]
 BUNDLE_FILES = ["README.md", "model-instance-metadata.json", "model-metadata.json", "saved_model.tar.gz"]
 

@@ -1,16 +1,26 @@
-"""Small helpers shared by the command-line entry points (effnet-train, -export, -cam, -convert)."""
+"""How our commands start: their name in usage lines, and TensorFlow's start-up lines kept quiet.
+
+Imported first by `effnet_keras/__init__.py` (before Keras imports TensorFlow), so it imports
+nothing of ours.
+"""
 
 import os
 import sys
 
 
 def prog_name(module):
-    """How the user started us, for usage lines: `effnet-export` as a console script,
-    `python -m hub_export` when run as a module (argv[0] is then a .py path)."""
+    """How the user started us, for usage lines: `effnet-export` as a console script, `python -m
+    hub_export` as the module they named (argv[0] is then a .py path), `python main.py` in a checkout;
+    `module` when nothing tells (a test calling main())."""
     invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if invoked == "main.py":  # the checkout's shim
         return "python main.py"
-    return invoked if invoked and not invoked.endswith(".py") else f"python -m {module}"
+    if invoked and not invoked.endswith(".py"):
+        return invoked
+    command = getattr(sys, "orig_argv", [])
+    if "-m" in command[:-1]:
+        return f"python -m {command[command.index('-m') + 1]}"
+    return f"python -m {module}"
 
 
 def verbosity_requested(argv=None):
@@ -65,7 +75,7 @@ def quiet_tensorflow_startup(argv=None):
 
 
 OUR_COMMANDS = ("effnet-train", "effnet-export", "effnet-cam", "effnet-convert", "effnet-predict")
-_OUR_SCRIPTS = ("main.py", "cli.py", "__main__.py", "convert.py", "predict.py")
+_OUR_SCRIPTS = ("main.py", "__main__.py", "train.py", "export.py", "predict.py", "cam.py", "convert.py")
 
 
 def running_our_command():
@@ -76,5 +86,6 @@ def running_our_command():
     command = getattr(sys, "orig_argv", [])
     if started == "-m" and "-m" in command[:-1]:  # `python -m pkg.mod`: argv[0] is "-m" while packages import
         return command[command.index("-m") + 1].startswith(("effnet_keras", "hub_export"))
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds effnet_keras/ and hub_export/
+    # effnet_keras/cli/startup.py -> the folder that holds effnet_keras/ and hub_export/ (a checkout's root)
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return os.path.basename(started) in _OUR_SCRIPTS and os.path.abspath(started).startswith(checkout + os.sep)

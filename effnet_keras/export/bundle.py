@@ -6,7 +6,7 @@ import tarfile
 import tempfile
 
 from effnet_keras import fileio
-from effnet_keras import rundir
+from effnet_keras import labels
 
 USAGE = """## Usage
 
@@ -73,7 +73,7 @@ def _write_bundle_files(out, export_dir, *, model_name, kind, num_outputs, image
     what = "pooled features (no dropout)" if kind == "feature_vector" else "class logits (apply softmax yourself)"
     usage = USAGE.format(size=image_size, outputs=num_outputs, what=what)
     if class_names is not None:
-        rundir.write_labels(out, class_names)
+        labels.write_labels(out, class_names)
         usage += (f"\nClass names ({len(class_names)}, in output index order): `labels.txt`, also inside the "
                   "SavedModel as `assets/labels.txt`.\n")
     slug = model_name.lower().replace("_", "-")

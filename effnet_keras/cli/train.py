@@ -17,16 +17,18 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from effnet_keras import config_schema
+
 flags.DEFINE_string("model_name", None, "Registry name, e.g. efficientnetv2-s (default: the config's model.name).")
 flags.DEFINE_string("dataset_cfg", "digits", "A packaged dataset config (effnet_keras/configs/datasets/<name>.yaml), "
                     "e.g. imagenet, cifar10ft, digits.")
 flags.DEFINE_string("data_dir", None, "TFRecord / TFDS data directory (sets data.data_dir).")
 flags.DEFINE_string("model_dir", None, "Checkpoints, config.yaml, results. Default: runs/<model>-<dataset>.")
-flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "export"], "What to run.")
-flags.DEFINE_enum("strategy", None, ["auto", "tpu", "gpus", "cpu", "multi_worker"], "tf.distribute strategy.")
+flags.DEFINE_enum("mode", "train_and_eval", config_schema.RUN_MODES, "What to run.")
+flags.DEFINE_enum("strategy", None, config_schema.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or address for TPUClusterResolver.")
-flags.DEFINE_enum("mixed_precision", None, ["auto", "bf16", "fp16", "none"], "Compute precision.")
-flags.DEFINE_string("hparam_str", "", "Overrides: 'train.batch_size=512,data.ram=10' (lists as a|b|c).")
+flags.DEFINE_enum("mixed_precision", None, config_schema.MIXED_PRECISIONS, "Compute precision.")
+flags.DEFINE_string("hparam_str", "", "Overrides: 'train.batch_size=512,data.randaug_magnitude=10' (lists as a|b|c).")
 flags.DEFINE_string("config", None, "An extra YAML merged after the dataset config. Default for the digits "
                     "dataset: the packaged recipes/digits_demo.yaml.")
 flags.DEFINE_bool("override_config", False, "Continue in a model_dir whose config.yaml differs.")
@@ -61,9 +63,8 @@ def build_config_from_flags():
 def _export_demo(model, model_dir, kind="feature_vector", export_dir=None, required=False, image_size=None,
                  provenance=None):
     """The one call site of the TF Hub exporter (model holds its EMA weights here)."""
-    from hub_export import export
-
     from effnet_keras import rundir
+    from effnet_keras.export import export
 
     target = export_dir or os.path.join(model_dir, "export", kind)
     # A classifier carries the run's class names (labels.txt) as a SavedModel asset.
@@ -97,9 +98,9 @@ def _main(argv):
     except (ValueError, FileNotFoundError) as err:  # ConfigError, RunDirError, WeightsFileError, paths
         if FLAGS.verbosity >= 1:
             raise
-        from effnet_keras.cli_util import prog_name
+        from effnet_keras.cli.startup import prog_name
 
-        print(f"{prog_name('effnet_keras.training.cli')}: error: {err}  (--verbosity=1 shows the traceback)",
+        print(f"{prog_name('effnet_keras.cli.train')}: error: {err}  (--verbosity=1 shows the traceback)",
               file=sys.stderr)
         return 2
 
@@ -109,14 +110,14 @@ def _run_job():
     from effnet_keras.training import run as run_lib
 
     config = build_config_from_flags()
-    model_dir = FLAGS.model_dir or os.path.join("runs", f"{config['model']['name']}-{FLAGS.dataset_cfg}")
+    model_dir = FLAGS.model_dir or os.path.join("runs", f"{config.model.name}-{FLAGS.dataset_cfg}")
     # Export: --mode=export, the digits demo, or whenever --export_dir / --export_kind was typed (a flag
     # the user gave is never dropped).
     typed = FLAGS["export_dir"].present or FLAGS["export_kind"].present
     export = FLAGS.mode == "export" or typed or (FLAGS.dataset_cfg == "digits" and FLAGS.mode == "train_and_eval")
 
     def export_fn(model, eval_size):
-        provenance = f"effnet-train: {config['model']['name']} trained on {FLAGS.dataset_cfg} ({fileio.display(model_dir)})"
+        provenance = f"effnet-train: {config.model.name} trained on {FLAGS.dataset_cfg} ({fileio.display(model_dir)})"
         return _export_demo(model, model_dir, FLAGS.export_kind, FLAGS.export_dir, required=FLAGS.mode == "export",
                             image_size=eval_size, provenance=provenance)
 
@@ -125,7 +126,7 @@ def _run_job():
         export_fn=export_fn if export else None, verbose=FLAGS.verbose,
     )
     summary = {
-        "model": config["model"]["name"],
+        "model": config.model.name,
         "dataset": FLAGS.dataset_cfg,
         "model_dir": fileio.display(model_dir),
         "stages": [(s["image_size"], s["batch_size"]) for s in results["stages"]],

@@ -11,37 +11,22 @@ Feature vectors are the pooled features before the classifier's dropout;
 classification outputs logits (pre-softmax), whatever the model's activation.
 """
 
+import json
+import os
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from effnet_keras import _keras_internals as keras_internals
-from effnet_keras import rundir
+from effnet_keras import fileio
+from effnet_keras import labels
+from effnet_keras.model_parts import embedding_output
+from effnet_keras.model_parts import get_classifier
+from effnet_keras.model_parts import model_parts
 
 KINDS = ("feature_vector", "classification")
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-
-
-def _classifier(model):
-    last = model.layers[-1]
-    if not isinstance(last, keras.layers.Dense):
-        raise ValueError(f"{model.name}: the last layer {last.name!r} is not a Dense classifier; build the model "
-                         "with include_top=True (or pooling='avg' for a feature vector).")
-    return last
-
-
-def _pooled_tensor(model):
-    """The pooled features: the classifier's input, before its dropout if there is one."""
-    last = model.layers[-1]
-    if len(model.output.shape) == 2 and not isinstance(last, keras.layers.Dense):
-        return model.output  # include_top=False, pooling="avg"/"max"
-    tensor = _classifier(model).input
-    producer = keras_internals.producing_layer(tensor)
-    if isinstance(producer, keras.layers.Dropout):
-        tensor = producer.input
-    return tensor
 
 
 class ExportModule(tf.__internal__.tracking.AutoTrackable):
@@ -57,13 +42,14 @@ class ExportModule(tf.__internal__.tracking.AutoTrackable):
             raise ValueError(f"kind must be one of {KINDS}. Received: {kind!r}")
         self.kind = kind
         if kind == "feature_vector":
-            self._net = keras.Model(model.inputs, _pooled_tensor(model), name=f"{model.name}_feature_vector")
+            self._net = keras.Model(model.inputs, embedding_output(model), name=f"{model.name}_feature_vector")
             self._kernel = self._bias = None
         else:
-            classifier = _classifier(model)
+            classifier = get_classifier(model)
             self._net = keras.Model(model.inputs, classifier.input, name=f"{model.name}_pre_logits")
             self._kernel, self._bias = classifier.kernel, classifier.bias if classifier.use_bias else None
         self._keras_model = model
+        self.normalization = model_parts(model).normalization  # of its [0, 255] input (the export scales [0, 1])
         head = [] if self._kernel is None else [self._kernel.value] + ([self._bias.value] if self._bias is not None else [])
         self.variables = [v.value for v in self._net.variables] + head
         self.trainable_variables = [v.value for v in self._net.trainable_variables] + head
@@ -91,19 +77,43 @@ class ExportModule(tf.__internal__.tracking.AutoTrackable):
         return self._forward(images, True)
 
 
-LABELS_ASSET = "labels.txt"  # assets/labels.txt: class names, one per line, in output index order
+LABELS_ASSET = labels.LABELS_FILE  # assets/labels.txt: class names, one per line, in output index order
+METADATA_ASSET = "effnet_export.json"  # assets/effnet_export.json: what a reader needs to feed and read it
 
 
-def save(model, export_dir, kind="feature_vector", class_names=None):
-    """tf.saved_model.save of an ExportModule; `class_names` travel inside it as the asset
-    assets/labels.txt (`module.labels_file`, a tf.saved_model.Asset)."""
+class ExportError(ValueError):
+    """A directory that is not a SavedModel of ours of the kind asked for (what is wrong is named)."""
+
+
+def metadata(module, image_size, model_name):
+    """What assets/effnet_export.json says: kind, input (size, range), output, the model and its normalisation."""
+    return {
+        "format": "effnet-keras SavedModel",
+        "version": 1,
+        "kind": module.kind,
+        "model_name": model_name,
+        "image_size": int(image_size),
+        "input": "float32 RGB [batch, height, width, 3] in [0, 1]",
+        "output": "logits (apply softmax)" if module.kind == "classification" else "pooled features",
+        "num_outputs": module.num_outputs,
+        "normalization": module.normalization,
+    }
+
+
+def save(model, export_dir, kind="feature_vector", class_names=None, image_size=224, model_name=None):
+    """tf.saved_model.save of an ExportModule. Two assets travel inside it: `class_names` as
+    assets/labels.txt and the export's metadata (`metadata`) as assets/effnet_export.json,
+    which effnet-predict reads for the image size."""
     module = ExportModule(model, kind)
-    if class_names is not None:
-        with tempfile.TemporaryDirectory(prefix="effnet_labels_") as tmp:
-            # the Asset copies the file into export_dir/assets/ at save time, so a temp source is enough
-            module.labels_file = tf.saved_model.Asset(rundir.write_labels(tmp, class_names))
-            return _save(module, export_dir)
-    return _save(module, export_dir)
+    with tempfile.TemporaryDirectory(prefix="effnet_assets_") as tmp:
+        # An Asset copies its file into export_dir/assets/ at save time, so a temp source is enough.
+        if class_names is not None:
+            module.labels_file = tf.saved_model.Asset(labels.write_labels(tmp, class_names))
+        path = os.path.join(tmp, METADATA_ASSET)
+        with open(path, "w", encoding="utf8") as f:
+            json.dump(metadata(module, image_size, model_name or model.name), f, indent=2)
+        module.metadata_file = tf.saved_model.Asset(path)
+        return _save(module, export_dir)
 
 
 def _save(module, export_dir):
@@ -113,6 +123,42 @@ def _save(module, export_dir):
     serving = module.serve.get_concrete_function()
     tf.saved_model.save(module, export_dir, signatures={"serving_default": serving})
     return module
+
+
+class LoadedClassifier:
+    """A classification SavedModel of ours, read back: `logits(images in [0, 255])`, its image size,
+    class count and labels file."""
+
+    def __init__(self, export_dir):
+        if not fileio.exists(os.path.join(export_dir, "saved_model.pb")):
+            raise ExportError(f"{export_dir}: no saved_model.pb there; pass a SavedModel written by effnet-export "
+                              "--kind=classification.")
+        meta_path = os.path.join(export_dir, "assets", METADATA_ASSET)
+        self.metadata = json.loads(fileio.read_text(meta_path)) if fileio.exists(meta_path) else {}
+        if self.metadata.get("kind", "classification") != "classification":
+            raise ExportError(f"{export_dir} is a {self.metadata['kind']} export: it has no classifier to predict "
+                              "with. Export with --kind=classification.")
+        self.loaded = tf.saved_model.load(export_dir)
+        self.serve = self.loaded.signatures.get("serving_default")
+        self.image_size = self.metadata.get("image_size")
+        self.num_outputs = self.metadata.get("num_outputs")
+        if self.image_size is None or self.num_outputs is None:
+            raise ExportError(f"{export_dir} has no assets/{METADATA_ASSET} (written by effnet-keras since 0.2): its "
+                              "image size is unknown. Export it again with effnet-export.")
+        labels_path = os.path.join(export_dir, "assets", LABELS_ASSET)
+        self.labels_file = labels_path if fileio.exists(labels_path) else None
+
+    def logits(self, images):
+        """images float32 [N, H, W, 3] in [0, 255] -> logits [N, classes] (the export takes [0, 1])."""
+        batch = tf.constant(np.asarray(images, "float32") / 255.0)
+        out = self.serve(images=batch) if self.serve is not None else self.loaded(batch)
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return out.numpy()
+
+
+def load_classifier(export_dir):
+    return LoadedClassifier(export_dir)
 
 
 def check_reloaded(module, export_dir, image_size, atol=1e-5, seed=0):
