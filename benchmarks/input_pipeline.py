@@ -17,6 +17,7 @@ One JSON line per measurement on stdout.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -69,26 +70,26 @@ def write_tfrecords(folder, num_images, num_files, seed=0):
 def data_config(data_dir, args):
     from effnet_keras.training import config as config_lib
 
-    cfg = config_lib.build_config(dataset_cfg="imagenet")["data"]
-    cfg.update(data_dir=data_dir, train_split="train-*", augment=args.augment, ram=args.ram,
-               mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, shuffle_buffer=1024, cache=True,
-               deterministic=args.deterministic)
-    return cfg
+    data = config_lib.build_config(dataset_cfg="imagenet").data
+    return dataclasses.replace(data, data_dir=data_dir, train_split="train-*", augment=args.augment,
+                               randaug_magnitude=args.ram, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+                               shuffle_buffer=1024, cache=True, deterministic=args.deterministic)
 
 
 def keras_randaugment_dataset(cfg, args):
     """Same decode/crop/flip, then the stock keras.layers.RandAugment per image (factor = ram / 30)."""
     import keras
 
-    from effnet_keras.data import preprocess
+    from effnet_keras.data import crops as preprocess
     from effnet_keras.data import sources
 
-    records, parse = sources.tfrecord_source(cfg, cfg["train_split"], 1000, None, True, 0, False)
+    source = sources.get(cfg)
+    records = source.records("train", None, True, 0, False)
     layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=min(args.ram / 30.0, 1.0))
 
     def prepare(record):
-        image, label = parse(record)
-        image = preprocess.random_crop(image, args.size, cfg["crop_area_min"], tf.constant([1, 2], tf.int64))
+        image, label = source.parse(record)
+        image = preprocess.random_crop(image, args.size, cfg.crop_area_min, tf.constant([1, 2], tf.int64))
         return layer(image, training=True), label
 
     ds = records.cache().repeat().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -39,7 +40,7 @@ import numpy as np  # noqa: E402
 from effnet_keras.training import optim  # noqa: E402
 from effnet_keras.training import plan as plan_lib  # noqa: E402
 from effnet_keras.models.factory import build_classifier  # noqa: E402
-from effnet_keras.training.schedules import ProgressiveSchedule  # noqa: E402
+from effnet_keras.training.progressive import ProgressiveSchedule  # noqa: E402
 
 CLASSES = 1000
 
@@ -55,9 +56,10 @@ def device_description():
 def build(name, lr_base=0.016, base_batch=128):
     # The trainer's model: headless at a dynamic input size + the standard head.
     model = build_classifier(name, CLASSES, drop_connect_rate=0.2)
-    schedule = optim.RecipeSchedule(lr_base * base_batch / 256, [(0, 0, 100, 1.0)], total_epochs=350)
-    optimizer = optim.make_optimizer(
-        {"optimizer": "rmsprop", "ema_decay": 0.9999, "weight_decay": 1e-5, "gclip": 0.0}, schedule)
+    schedule = optim.RecipeLearningRate(lr_base * base_batch / 256, [(0, 0, 100, 1.0)], total_epochs=350)
+    # The recipe's optimizer settings (base.yaml's train section: what make_optimizer reads of a TrainConfig).
+    recipe = types.SimpleNamespace(optimizer="rmsprop", ema_decay=0.9999, weight_decay=1e-5, gclip=0.0)
+    optimizer = optim.make_optimizer(recipe, schedule)
     optimizer.build(model.trainable_variables)
     return model, optimizer
 

@@ -36,6 +36,7 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------------- allowed values
 
+RUN_MODES = ("train", "eval", "train_and_eval", "export")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
 LOSSES = ("auto", "softmax", "sigmoid")
@@ -43,11 +44,46 @@ STRATEGIES = ("auto", "tpu", "gpus", "cpu", "multi_worker")
 MIXED_PRECISIONS = ("auto", "bf16", "fp16", "none")
 DATA_SOURCES = ("digits", "imagenet", "imagenet21k", "tfds", "folder")
 AUGMENTS = ("randaugment", "ft", "none")
-# TFDS datasets we have configs for (effnet_keras/configs/datasets/*.yaml); data.sources reads it too.
+# TFDS datasets we have configs for (effnet_keras/configs/datasets/*.yaml) (the tfds source checks against it).
 TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "tf_flowers", "imagenet2012")
+
+# RandAugment magnitudes are on automl's scale: 0-30 (its _MAX_LEVEL 10, times 3). The one bound;
+# data.augment's RandAugment reads it too.
+RANDAUGMENT_MAX_MAGNITUDE = 30.0
+RANDAUGMENT_NOTE = "(a RandAugment magnitude on automl's 0-30 scale)"
+
+
+def check_randaug_magnitude(name, *values):
+    """The one RandAugment bound, for the APIs that take magnitudes outside a config (ProgressiveSchedule,
+    data.augment.RandAugment); a config's magnitudes are checked by their fields' metadata, the same way."""
+    for value in values:
+        if not 0.0 <= float(value) <= RANDAUGMENT_MAX_MAGNITUDE:
+            raise ConfigError(f"{name} must be in [0, {RANDAUGMENT_MAX_MAGNITUDE:g}] {RANDAUGMENT_NOTE}. "
+                              f"Received: {list(values) if len(values) > 1 else value!r}")
 
 # A progressive [start, end] pair; null takes the fallback named in base.yaml.
 Pair = Tuple[Optional[float], Optional[float]]
+
+
+# Keys of earlier releases (and automl's names) accepted at the config edge, by section prefix:
+# YAML files, --hparam_str and run directories written before the rename still read.
+KEY_ALIASES = {"data.": {"ram": "randaug_magnitude"}}
+
+
+def canonical_key(prefix, key):
+    """The key an alias names (`data.ram` -> `data.randaug_magnitude`), else `key`."""
+    return KEY_ALIASES.get(prefix, {}).get(key, key)
+
+
+def canonical_keys(prefix, data):
+    """`data` with alias keys renamed; a key given under both names is an error."""
+    out = {}
+    for key, value in data.items():
+        name = canonical_key(prefix, key)
+        if name in out:
+            raise ConfigError(f"{prefix}{name} is given twice (also as {prefix}{key}, its earlier name); give it once.")
+        out[name] = value
+    return out
 
 
 # ---------------------------------------------------------------------- field constraints
@@ -81,6 +117,10 @@ def _num(x):
 
 def _check_metadata(path, value, metadata):
     if value is None:  # Optional fields: null is allowed; the type said so
+        return
+    if isinstance(value, (list, tuple)):  # a [start, end] pair: each value
+        for i, item in enumerate(value):
+            _check_metadata(f"{path}[{i}]", item, metadata)
         return
     allowed = metadata.get("choices")
     if allowed is not None and value not in allowed:
@@ -214,6 +254,7 @@ class _Section:
         if not isinstance(data, Mapping):
             what = f"{name!r} is a section; give" if cls._prefix else "A run config must be"
             raise ConfigError(f"{what} a mapping, not {data!r}.")
+        data = canonical_keys(cls._prefix, data)
         keys = cls.keys()
         unknown = sorted(str(k) for k in data if k not in keys)
         if unknown:
@@ -260,7 +301,7 @@ class ProgressiveConfig(_Section):
     num_stages: int
     start_image_size: int
     size_multiple: int
-    randaug_magnitude: Pair
+    randaug_magnitude: Pair = in_range(0.0, RANDAUGMENT_MAX_MAGNITUDE, note=RANDAUGMENT_NOTE)
     mixup_alpha: Pair
     cutmix_alpha: Pair
     dropout_rate: Pair
@@ -297,6 +338,17 @@ class TrainConfig(_Section):
     keep_checkpoints: int
     max_steps: Optional[int]
     progressive: ProgressiveConfig
+
+    # What a null means, said here once (base.yaml documents the same).
+    @property
+    def checkpoint_steps(self):
+        """Save every this many steps (0: off)."""
+        return self.checkpoint_every_steps or 0
+
+    @property
+    def checkpoint_epochs(self):
+        """Save at every this-many-th epoch end (null: every epoch; 0: off)."""
+        return 1 if self.checkpoint_every_epochs is None else self.checkpoint_every_epochs
 
 
 @_section
@@ -338,7 +390,7 @@ class DataConfig(_Section):
     random_flip: bool
     center_crop: bool
     augment: str = choice(*AUGMENTS)
-    ram: float = in_range(0.0, 30.0, note="(a RandAugment magnitude on automl's 0-30 scale)")
+    randaug_magnitude: float = in_range(0.0, RANDAUGMENT_MAX_MAGNITUDE, note=RANDAUGMENT_NOTE)
     ra_num_layers: int
     mixup_alpha: float = at_least(0.0)
     cutmix_alpha: float = in_range(0.0, 1.0)

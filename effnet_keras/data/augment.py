@@ -33,6 +33,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from effnet_keras.config_schema import check_randaug_magnitude
 from effnet_keras.data import fast_layers
 
 GREY = 128.0  # automl fills uncovered pixels with grey
@@ -96,8 +97,7 @@ def randaugment_ops(magnitude, fill_value=GREY):
     magnitude is always stronger (automl's Posterize, Solarize and enhance ops get
     weaker or pass through identity as m grows).
     """
-    if not 0.0 <= float(magnitude) <= 30.0:
-        raise ValueError(f"RandAugment magnitude must be in [0, 30] (automl's scale). Received: {magnitude}")
+    check_randaug_magnitude("RandAugment magnitude", magnitude)
     level = float(magnitude) / 10.0
     capped = min(level, 1.0)
     geo = dict(interpolation="nearest", fill_mode="constant", fill_value=fill_value, dtype="float32")

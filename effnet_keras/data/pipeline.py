@@ -1,5 +1,8 @@
 """build_dataset: source -> shard -> shuffle -> decode/crop/flip -> RandAugment -> batch -> erasing -> Mixup/CutMix.
 
+The source is `sources.get(data)` (one module per data.name); `data` is the run's
+`config_schema.DataConfig`, checked once (a dict is checked here, at the edge).
+
 Images come out float32 [B, S, S, 3] in [0, 255] (the models normalise inside);
 labels float32 [B, num_classes]: one-hot, multi-hot for ImageNet-21k, soft after
 Mixup/CutMix. Training batches have a static batch dimension (drop_remainder), as
@@ -21,83 +24,33 @@ from absl import logging
 
 from effnet_keras import config_schema
 from effnet_keras.data import augment
-from effnet_keras.data import preprocess
+from effnet_keras.data import crops
 from effnet_keras.data import sources
 
-# The data section's keys, types and constraints: effnet_keras/config_schema.py (DataConfig).
-SOURCES = config_schema.DATA_SOURCES
-AUGMENTS = config_schema.AUGMENTS
 
 
-def validate_data_config(cfg):
-    """Check the `data:` section with `config_schema.DataConfig`; returns it as a plain dict with values
-    coerced to their types. Errors are ConfigError (a ValueError) naming the key, the value and what is
-    allowed."""
-    return config_schema.DataConfig.from_dict(cfg).to_dict()
+def data_config(data):
+    """The `data:` section as a `config_schema.DataConfig`: one given (a run's, already validated) as is,
+    a dict checked once here (ConfigError naming the key, the value and what is allowed)."""
+    return data if isinstance(data, config_schema.DataConfig) else config_schema.DataConfig.from_dict(data)
 
 
 def resolve_data_counts(config):
-    """A run config with data.num_classes / num_train_examples / num_eval_examples counted from the data
-    where they can be (data.name=folder: the image folder is listed); any other config is returned as is.
-    The training driver calls it before writing config.yaml, so the run directory's config builds the
-    right head."""
-    data = config["data"]
-    if data.get("name") != "folder":
+    """A run config (`config_schema.RunConfig`) with data.num_classes / num_train_examples /
+    num_eval_examples counted from the data where they can be (data.name=folder: the image folder
+    is listed); any other config is returned as is. The training driver calls it before writing
+    config.yaml, so the run directory's config builds the right head."""
+    if config.data.name != "folder":
         return config
-    return dict(config, data=dict(data, **_folder_counts(validate_data_config(data))))
+    counts = sources.get(config.data).counts()
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **counts))
 
 
-def _folder_counts(cfg, listing=None):
-    listing = listing or sources.list_folder(cfg)
-    return {"num_classes": listing.num_classes, "num_train_examples": listing.count(cfg["train_split"]),
-            "num_eval_examples": listing.count(cfg["eval_split"])}
-
-
-def dataset_info(cfg):
-    """-> dict(name, num_classes, num_train_examples, num_eval_examples, multilabel, class_names). Reads no
-    data (digits: the split is computed, as its size depends on data.test_fraction; folder: the folder is
-    listed and the counts come from it). class_names: a list of str where known (digits, folder, TFDS),
-    else None."""
-    cfg = validate_data_config(cfg)
-    num_train, num_eval = int(cfg["num_train_examples"]), int(cfg["num_eval_examples"])
-    num_classes, class_names = int(cfg["num_classes"]), None
-    if cfg["name"] == "digits":
-        counted = sources.digits_counts(cfg)
-        if counted != (num_train, num_eval):
-            logging.warning("digits split has %d/%d train/test images (test_fraction=%s); data.num_*_examples "
-                            "said %d/%d: using the real counts.", *counted, cfg["test_fraction"], num_train, num_eval)
-        num_train, num_eval = counted
-        class_names = [str(k) for k in range(10)]
-    elif cfg["name"] == "folder":
-        listing = sources.list_folder(cfg)
-        counted = _folder_counts(cfg, listing)
-        num_classes, num_train, num_eval = (counted[k] for k in ("num_classes", "num_train_examples",
-                                                                  "num_eval_examples"))
-        class_names = list(listing.class_names)
-    elif cfg["name"] == "tfds":
-        class_names = sources.tfds_class_names(cfg)
-    if class_names is not None and len(class_names) != num_classes:
-        class_names = None
-    name = cfg.get("config_name") or (cfg["tfds_name"] if cfg["name"] == "tfds" else cfg["name"])
-    return {
-        "name": name,
-        "num_classes": num_classes,
-        "num_train_examples": num_train,
-        "num_eval_examples": num_eval,
-        "multilabel": bool(cfg["multilabel"]),
-        "class_names": class_names,
-    }
-
-
-def _source(cfg, split_name, input_context, shuffle_files, seed, deterministic):
-    num_classes = int(cfg["num_classes"])
-    if cfg["name"] == "digits":
-        return sources.digits_source(cfg, split_name, num_classes, input_context)
-    if cfg["name"] == "tfds":
-        return sources.tfds_source(cfg, split_name, num_classes, input_context, shuffle_files, seed)
-    if cfg["name"] == "folder":
-        return sources.folder_source(cfg, split_name, num_classes, input_context, shuffle_files, seed)
-    return sources.tfrecord_source(cfg, split_name, num_classes, input_context, shuffle_files, seed, deterministic)
+def dataset_info(data):
+    """-> `sources.DatasetInfo` (name, num_classes, num_train_examples, num_eval_examples, multilabel,
+    class_names). Reads no data (digits: the split is computed, as its size depends on
+    data.test_fraction; folder: the folder is listed and the counts come from it)."""
+    return sources.get(data_config(data)).info()
 
 
 def _random_seeds(seed):
@@ -206,7 +159,7 @@ def _augment_function(image_size, flip, magnitude, num_layers):
                                   tf.TensorSpec([2], tf.int64)], autograph=False)
     def augment_image(image, image_seed):
         if flip:
-            image = preprocess.random_flip(image, augment.fold(image_seed, 1))
+            image = crops.random_flip(image, augment.fold(image_seed, 1))
         if randaugment is not None:
             image = randaugment(image, augment.fold(image_seed, 2))
         return image
@@ -223,7 +176,9 @@ _SEED_FILE_ORDER, _SEED_SHUFFLE, _SEED_IMAGES, _SEED_BATCHES = 1, 2, 3, 4
 class _CallParams:
     """One build_dataset call's arguments, resolved once and read by every stage."""
 
-    cfg: dict
+    data: config_schema.DataConfig
+    source: sources.DataSource
+    split: str  # "train" or "eval"
     split_name: str  # data.train_split or data.eval_split
     image_size: int
     batch_size: int
@@ -232,7 +187,7 @@ class _CallParams:
     deterministic: bool
     seed: int | None  # None only without data.deterministic
     pipeline_id: int
-    magnitude: float  # RandAugment magnitude and Mixup/CutMix alphas: the stage's, else the data config's
+    randaug_magnitude: float  # RandAugment magnitude and Mixup/CutMix alphas: the stage's, else the data config's
     mixup_alpha: float
     cutmix_alpha: float
 
@@ -249,15 +204,17 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
 
     split: "train" (data.train_split) or "eval" (data.eval_split). batch_size is per
     replica when `input_context` is given (this pipeline's share), else global.
-    stage: a schedules.Stage whose RandAugment magnitude and Mixup/CutMix alphas
+    stage: a progressive.Stage whose RandAugment magnitude and Mixup/CutMix alphas
     replace data.ram / mixup_alpha / cutmix_alpha. training (default: split ==
     "train") selects random crop + augmentation + drop_remainder; repeat defaults to
     training. With data.deterministic (the default) a seed fixes every batch (seed None
     means 0); without it tf.data may reorder images for speed.
     """
-    cfg = validate_data_config(data_cfg)
-    if cfg["name"] == "folder":  # counted from the folder, whatever the config said
-        cfg = dict(cfg, **_folder_counts(cfg))
+    data = data_config(data_cfg)
+    source = sources.get(data)
+    if data.name == "folder":  # counted from the folder, whatever the config said
+        data = dataclasses.replace(data, **source.counts())
+        source = sources.get(data)
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval'. Received: {split!r}")
     for key, value in (("image_size", image_size), ("batch_size", batch_size)):
@@ -265,24 +222,26 @@ def build_dataset(data_cfg, *, split, image_size, batch_size, stage=None, input_
             raise ValueError(f"{key} must be a positive integer. Received: {value!r}")
     if stage is not None and stage.image_size != image_size:
         raise ValueError(f"image_size={image_size} differs from stage {stage.index}'s image_size={stage.image_size}.")
-    call = _resolve_call(cfg, split, image_size, batch_size, stage, input_context, seed, repeat, training)
+    call = _resolve_call(data, source, split, image_size, batch_size, stage, input_context, seed, repeat, training)
 
-    records, parse = _source_stage(call, input_context)
-    dataset = _decode_stage(call, records, parse)
+    records = _source_stage(call, input_context)
+    dataset = _decode_stage(call, records)
     dataset = _augment_stage(call, dataset)
     dataset = _batch_and_mix_stage(call, dataset)
     return _prefetch_with_options(dataset, call.deterministic)
 
 
-def _resolve_call(cfg, split, image_size, batch_size, stage, input_context, seed, repeat, training):
+def _resolve_call(data, source, split, image_size, batch_size, stage, input_context, seed, repeat, training):
     """build_dataset's arguments with their defaults filled in -> _CallParams."""
     training = split == "train" if training is None else bool(training)
     # data.deterministic: same seed, same batches (the trainer's exact resume relies on it). Off,
     # tf.data may hand out whichever image is ready first (draws stay seeded, order does not).
-    deterministic = bool(cfg["deterministic"])
+    deterministic = data.deterministic
     return _CallParams(
-        cfg=cfg,
-        split_name=cfg["train_split"] if split == "train" else cfg["eval_split"],
+        data=data,
+        source=source,
+        split=split,
+        split_name=source.split_name(split),
         image_size=image_size,
         batch_size=batch_size,
         training=training,
@@ -290,43 +249,40 @@ def _resolve_call(cfg, split, image_size, batch_size, stage, input_context, seed
         deterministic=deterministic,
         seed=0 if seed is None and deterministic else seed,
         pipeline_id=input_context.input_pipeline_id if input_context is not None else 0,
-        magnitude=stage.randaug_magnitude if stage is not None else cfg["ram"],
-        mixup_alpha=stage.mixup_alpha if stage is not None else cfg["mixup_alpha"],
-        cutmix_alpha=stage.cutmix_alpha if stage is not None else cfg["cutmix_alpha"],
+        randaug_magnitude=stage.randaug_magnitude if stage is not None else data.randaug_magnitude,
+        mixup_alpha=stage.mixup_alpha if stage is not None else data.mixup_alpha,
+        cutmix_alpha=stage.cutmix_alpha if stage is not None else data.cutmix_alpha,
     )
 
 
 def _source_stage(call, input_context):
-    """-> (encoded records of this input pipeline's share, shuffled when training; the source's parse function)."""
-    cfg = call.cfg
-    records, parse = _source(cfg, call.split_name, input_context, shuffle_files=call.training,
-                             seed=call.sub_seed(_SEED_FILE_ORDER), deterministic=call.deterministic)
-    if cfg["cache"] and call.repeat:
+    """-> the source's raw records: this input pipeline's share, shuffled when training."""
+    data = call.data
+    records = call.source.records(call.split, input_context, shuffle=call.training,
+                                  seed=call.sub_seed(_SEED_FILE_ORDER), deterministic=call.deterministic)
+    if data.cache and call.repeat:
         records = records.cache()  # encoded records, reused by every epoch of this repeated dataset
     if call.training:
-        records = records.shuffle(int(cfg["shuffle_buffer"]), seed=call.sub_seed(_SEED_SHUFFLE),
-                                  reshuffle_each_iteration=True)
-    return records, parse
+        records = records.shuffle(data.shuffle_buffer, seed=call.sub_seed(_SEED_SHUFFLE), reshuffle_each_iteration=True)
+    return records
 
 
-def _decode_stage(call, records, parse):
+def _decode_stage(call, records):
     """-> (image [S, S, 3], label): eval centre-cropped; training randomly cropped (or, for
     data.augment "ft", resized) and followed by the image's own seed for the augment stage.
     Corrupt records are skipped."""
-    cfg, image_size, training = call.cfg, call.image_size, call.training
-    augment_mode = cfg["augment"]
-    crop_area_min, center = float(cfg["crop_area_min"]), bool(cfg["center_crop"])
+    data, source, image_size, training = call.data, call.source, call.image_size, call.training
 
     def decode(record, image_seed=None):
         # Everything that can fail on a corrupt record, and nothing more: this part runs in a
         # one-element dataset per record (see _map_skipping_corrupt), which costs per op.
-        image, label = parse(record)
+        image, label = source.parse(record)
         if not training:
-            return preprocess.center_crop(image, image_size, crop=center), label
-        if augment_mode == "ft":
-            image = preprocess.full_resize(image, image_size)
+            return crops.center_crop(image, image_size, crop=data.center_crop), label
+        if data.augment == "ft":
+            image = crops.full_resize(image, image_size)
         else:
-            image = preprocess.random_crop(image, image_size, crop_area_min, augment.fold(image_seed, 0))
+            image = crops.random_crop(image, image_size, data.crop_area_min, augment.fold(image_seed, 0))
         return image, label, image_seed
 
     if training:
@@ -334,26 +290,24 @@ def _decode_stage(call, records, parse):
         records = tf.data.Dataset.zip((records, image_seeds))
     else:
         records = records.map(lambda record: (record,))
-    if cfg["name"] == "digits":  # in-memory arrays: nothing to decode, nothing can be corrupt
+    if source.in_memory:  # decoded arrays: nothing to decode, nothing can be corrupt
         return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=call.deterministic)
-    split_name = call.split_name
-    what = f"{cfg['name']}:{split_name}" if cfg["name"] != "tfds" else f"tfds {cfg['tfds_name']}:{split_name}"
-    placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([int(cfg["num_classes"])]))
+    what = f"{data.name}:{call.split_name}" if data.name != "tfds" else f"tfds {data.tfds_name}:{call.split_name}"
+    placeholder = (tf.zeros([image_size, image_size, 3]), tf.zeros([data.num_classes]))
     if training:
         placeholder += (tf.zeros([2], tf.int64),)
-    record_id = sources.folder_record_id if cfg["name"] == "folder" else None
-    return _map_skipping_corrupt(records, decode, what, placeholder, call.deterministic, record_id=record_id)
+    return _map_skipping_corrupt(records, decode, what, placeholder, call.deterministic, record_id=source.record_id)
 
 
 def _augment_stage(call, dataset):
     """Training: flip + RandAugment each image with its seed (dropped here) -> (image, label). Eval: as is."""
     if not call.training:
         return dataset
-    cfg = call.cfg
-    num_layers = int(cfg["ra_num_layers"])
-    use_randaugment = cfg["augment"] == "randaugment" and float(call.magnitude) > 0 and num_layers > 0
-    augment_image = _augment_function(call.image_size, bool(cfg["random_flip"]),
-                                      float(call.magnitude) if use_randaugment else 0.0,
+    data = call.data
+    num_layers = data.ra_num_layers
+    use_randaugment = data.augment == "randaugment" and float(call.randaug_magnitude) > 0 and num_layers > 0
+    augment_image = _augment_function(call.image_size, data.random_flip,
+                                      float(call.randaug_magnitude) if use_randaugment else 0.0,
                                       num_layers if use_randaugment else 0)
     return dataset.map(lambda image, label, image_seed: (augment_image(image, image_seed), label),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=call.deterministic)
@@ -369,10 +323,10 @@ def _batch_and_mix_stage(call, dataset):
     if not call.training:
         return dataset
 
-    cfg = call.cfg
+    data = call.data
     erasing = None
-    if float(cfg["random_erasing"]) > 0:
-        erasing = augment.RandomErasing(float(cfg["random_erasing"]), cfg["erasing_scale"])
+    if data.random_erasing > 0:
+        erasing = augment.RandomErasing(data.random_erasing, data.erasing_scale)
     mixer = augment.BatchMixer(call.mixup_alpha, call.cutmix_alpha)
     if erasing is None and not mixer.active:
         return dataset

@@ -1,6 +1,6 @@
-"""Training: config merge/validation, schedules, strategies, the trainer and `run()`.
+"""Training: config merge/validation, progressive schedule, strategies, the trainer and `run()`.
 
-Kept import-light on purpose: importing this package (or `training.schedules`,
+Kept import-light on purpose: importing this package (or `training.progressive`,
 which is pure Python) does not import TensorFlow; the TF-only modules
 (`trainer`, `run`, `strategy`) import it themselves.
 

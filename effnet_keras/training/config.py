@@ -6,10 +6,11 @@ setting), and the merged config is written to `model_dir/config.yaml` so a rerun
 the same directory can tell whether it is resuming the same job.
 
 base.yaml holds the defaults; the types and constraints live in
-`effnet_keras.config_schema` (one dataclass per section): `merge` coerces each value
-to its field's type, `validate` checks the whole config with `RunConfig.from_dict`.
-Configs stay plain dicts here (`config["model"]["name"]`). Every error is a
-`ConfigError` (re-exported from config_schema; a ValueError).
+`effnet_keras.config_schema` (one dataclass per section). The YAML layers are merged as
+dicts here (`merge` coerces each value to its field's type); `build_config` returns the
+typed, validated `RunConfig`, which travels through the run: each consumer receives its
+section (`config.train`, `config.data`). Dicts are for YAML on disk only (`dump`,
+`write_or_check`). Every error is a `ConfigError` (re-exported from config_schema; a ValueError).
 """
 
 import copy
@@ -86,7 +87,7 @@ def merge(base, override, source, _prefix=""):
     train.lr_base); a value of the wrong type is a ConfigError naming the key.
     """
     result = copy.deepcopy(base)
-    for key, value in (override or {}).items():
+    for key, value in config_schema.canonical_keys(_prefix, override or {}).items():
         path = f"{_prefix}{key}"
         if key not in result:
             allowed = ", ".join(sorted(result))
@@ -101,7 +102,7 @@ def merge(base, override, source, _prefix=""):
 
 
 def parse_hparam_str(text):
-    """'train.batch_size=512,data.ram=10' -> nested dict (values parsed as YAML scalars).
+    """'train.batch_size=512,data.randaug_magnitude=10' -> nested dict (values parsed as YAML scalars).
 
     Lists use '|': 'a.b=1|2|3'. A value may itself contain commas only inside [...].
     """
@@ -174,8 +175,7 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
         if source == "--model_name":
             _note_replaced_model(config, model_name)
         config = merge(config, layer, source)
-    validate(config)
-    return config
+    return validate(config)
 
 
 def _refuse_typed_conflicts(layers):
@@ -222,14 +222,24 @@ def _deep_update(base, override):
 
 
 def validate(config):
-    """Check a merged run config against `config_schema.RunConfig` (types, choices, ranges, unknown and
-    missing keys); raises ConfigError, else returns `config` itself (callers keep using the dict)."""
-    config_schema.RunConfig.from_dict(config)
-    return config
+    """A merged run config (dict) checked against `config_schema.RunConfig` (types, choices, ranges,
+    unknown and missing keys) -> the RunConfig, its model name the registry's spelling
+    ('EfficientNetV2S' -> 'efficientnetv2-s': every later lookup by name agrees); raises ConfigError."""
+    from effnet_keras.models import registry
+
+    model = dict(config.get("model") or {})
+    if isinstance(model.get("name"), str):
+        try:
+            model["name"] = registry.canonical(model["name"])
+        except ValueError as err:  # an unknown name: one line listing the registered ones
+            raise ConfigError(f"model.name: {err}") from None
+    return config_schema.RunConfig.from_dict(dict(config, model=model))
 
 
 def dump(config):
-    return yaml.safe_dump(config, sort_keys=True)
+    """The YAML text of a run config (a RunConfig or its dict)."""
+    data = config.to_dict() if isinstance(config, config_schema.RunConfig) else config
+    return yaml.safe_dump(data, sort_keys=True)
 
 
 def _has_checkpoint(model_dir):
@@ -238,17 +248,17 @@ def _has_checkpoint(model_dir):
 
 def write_or_check(config, model_dir, override_config=False):
     """Write model_dir/config.yaml, or refuse a different config for an existing run."""
+    config = yaml.safe_load(dump(config))
     fileio.makedirs(model_dir)
     path = os.path.join(model_dir, "config.yaml")
     # A run that stopped before its first checkpoint (a bad --data_dir, a typo) left nothing to
     # resume: its config.yaml does not bind the corrected rerun.
     if fileio.exists(path) and not override_config and _has_checkpoint(model_dir):
-        existing = load_yaml(path)
-        if existing != yaml.safe_load(dump(config)):
-            changed = sorted(
-                k for k in set(_flatten(existing)) | set(_flatten(config))
-                if _flatten(existing).get(k) != _flatten(yaml.safe_load(dump(config))).get(k)
-            )
+        # Read as a run config: earlier releases' key names and model spellings count as the same.
+        existing = yaml.safe_load(dump(config_schema.RunConfig.from_dict(load_yaml(path))))
+        if existing != config:
+            before, after = _flatten(existing), _flatten(config)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             raise ConfigError(
                 f"{model_dir} already holds a run with a different config (differs in: {', '.join(changed[:12])}). "
                 "Use another --model_dir, or pass --override_config to continue with the new config."

@@ -19,7 +19,7 @@ keras_internals.check_private_hooks()
 
 
 @keras.saving.register_keras_serializable(package="effnet_keras")
-class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
+class RecipeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up, then exponential staircase / cosine / constant decay, by epoch.
 
     segments: [(start_step, start_epoch, steps_per_epoch, lr_scale), ...] in step order.
@@ -31,7 +31,7 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if sched not in ("exponential", "cosine", "constant"):
             raise ValueError(f"sched must be exponential, cosine or constant. Received: {sched!r}")
         if not segments:
-            raise ValueError("RecipeSchedule needs at least one segment.")
+            raise ValueError("RecipeLearningRate needs at least one segment.")
         self.base_lr = float(base_lr)
         self.segments = [tuple(float(v) for v in s) for s in segments]
         self.total_epochs = float(total_epochs)
@@ -155,20 +155,20 @@ class RecipeSGD(_RecipeMixin, keras.optimizers.SGD):
     pass
 
 
-def make_optimizer(train_cfg, schedule):
-    """RMSProp (rho 0.9, momentum 0.9, eps 1e-3) + coupled L2; AdamW (decoupled decay); SGD."""
-    ema = float(train_cfg.get("ema_decay") or 0.0)
-    common = dict(learning_rate=schedule, use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
-    if train_cfg.get("gclip"):
-        common["global_clipnorm"] = float(train_cfg["gclip"])
-    name = train_cfg["optimizer"]
-    if name == "rmsprop":
-        return RecipeRMSprop(rho=0.9, momentum=0.9, epsilon=1e-3, l2=train_cfg["weight_decay"], **common)
-    if name == "adamw":
-        return RecipeAdamW(weight_decay=train_cfg["weight_decay"], beta_1=0.9, beta_2=0.999, epsilon=1e-8, **common)
-    if name == "sgd":
-        return RecipeSGD(momentum=0.9, nesterov=True, l2=train_cfg["weight_decay"], **common)
-    raise ValueError(f"train.optimizer must be rmsprop, adamw or sgd. Received: {name!r}")
+def make_optimizer(train, learning_rate):
+    """The recipe's optimizer for a `config_schema.TrainConfig`: RMSProp (rho 0.9, momentum 0.9, eps 1e-3)
+    + coupled L2, AdamW (decoupled decay), or SGD (Nesterov) + coupled L2; EMA when train.ema_decay > 0."""
+    common = dict(learning_rate=learning_rate, use_ema=train.ema_decay > 0,
+                  ema_momentum=train.ema_decay if train.ema_decay > 0 else 0.99)
+    if train.gclip:
+        common["global_clipnorm"] = float(train.gclip)
+    build = {
+        "rmsprop": lambda: RecipeRMSprop(rho=0.9, momentum=0.9, epsilon=1e-3, l2=train.weight_decay, **common),
+        "adamw": lambda: RecipeAdamW(weight_decay=train.weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                                     **common),
+        "sgd": lambda: RecipeSGD(momentum=0.9, nesterov=True, l2=train.weight_decay, **common),
+    }
+    return build[train.optimizer]()  # the schema allows exactly these (config_schema.OPTIMIZERS)
 
 
 def no_decay(variable):

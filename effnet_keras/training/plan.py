@@ -11,6 +11,8 @@ epochs done, so warm-up and decay keep their length in epochs.
 
 import dataclasses
 
+from effnet_keras.config_schema import ConfigError
+from effnet_keras.models import registry
 from effnet_keras.training import optim
 
 
@@ -18,7 +20,7 @@ from effnet_keras.training import optim
 class StagePlan:
     """A progressive stage as the trainer runs it: the schedule's Stage plus batch and steps."""
 
-    stage: object  # effnet_keras.training.schedules.Stage
+    stage: object  # effnet_keras.training.progressive.Stage
     batch_size: int  # global (all replicas)
     steps_per_epoch: int
     lr_scale: float  # batch_size / base batch: this stage's lr multiplier
@@ -89,17 +91,60 @@ def plan_stages(stages, base_batch, num_train, replicas=1, growth=True, cap=None
     return plans
 
 
-def make_lr_schedule(train_cfg, plans, base_batch):
-    """The recipe's lr (lr_base per 256 images, scaled to the base batch), one segment per stage."""
-    base_lr = float(train_cfg["lr_base"]) * base_batch / 256.0
+def make_lr_schedule(train, plans, base_batch):
+    """The recipe's learning rate for a `config_schema.TrainConfig` (lr_base per 256 images, scaled to
+    the base batch), one segment per stage."""
     segments = [(p.start_step, p.stage.start_epoch, p.steps_per_epoch, p.lr_scale) for p in plans]
-    return optim.RecipeSchedule(
-        base_lr,
+    return optim.RecipeLearningRate(
+        train.lr_base * base_batch / 256.0,
         segments,
         total_epochs=plans[-1].stage.end_epoch,
-        sched=train_cfg["lr_sched"],
-        warmup_epochs=train_cfg["lr_warmup_epoch"],
-        decay_epochs=train_cfg["lr_decay_epoch"],
-        decay_factor=train_cfg["lr_decay_factor"],
-        lr_min=float(train_cfg["lr_min"]) * base_batch / 256.0,
+        sched=train.lr_sched,
+        warmup_epochs=train.lr_warmup_epoch,
+        decay_epochs=train.lr_decay_epoch,
+        decay_factor=train.lr_decay_factor,
+        lr_min=train.lr_min * base_batch / 256.0,
     )
+
+
+def build_progressive_schedule(config, train_size):
+    """The run's ProgressiveSchedule (nulls in train.progressive fall back to data/model values)."""
+    from effnet_keras.training.progressive import ProgressiveSchedule
+
+    spec = registry.get_spec(config.model.name)
+    if config.train.progressive.num_stages > 1 and not spec.family.progressive:
+        raise ConfigError(
+            f"train.progressive.num_stages > 1 is not supported for {config.model.name} (a {spec.family.name} model: "
+            "its input size is fixed per model); train it at a fixed size (train.progressive.num_stages=0)."
+        )
+    return ProgressiveSchedule.from_config(config, model_dropout_rate=spec.dropout_rate, final_image_size=train_size)
+
+
+def plan_run(config, num_train_examples, replicas, train_size):
+    """-> (stage plans, global base batch): the run's progressive schedule sized for `replicas` and the data."""
+    train = config.train
+    schedule = build_progressive_schedule(config, train_size)
+    base_batch = train.batch_size
+    if base_batch % replicas:
+        raise ConfigError(f"train.batch_size={base_batch} must be a multiple of the {replicas} replicas.")
+    base_batch = fit_batch_to_data(base_batch, num_train_examples, replicas)
+    prog = train.progressive
+    plans = plan_stages(schedule.stages, base_batch, num_train_examples, replicas=replicas,
+                        growth=prog.batch_growth and len(schedule.stages) > 1, cap=prog.max_batch_size)
+    return plans, base_batch
+
+
+def fit_batch_to_data(batch, num_train_examples, replicas=1):
+    """The global batch, lowered (to a multiple of the replicas) when the data holds fewer examples than
+    one batch (a folder of 59 photos with the fine-tune recipe's 64), with one log line saying so."""
+    if batch <= num_train_examples:
+        return batch
+    fitted = num_train_examples // replicas * replicas
+    if fitted < max(1, replicas):
+        raise ConfigError(f"{num_train_examples} training examples cannot fill one batch on {replicas} replicas; "
+                          "add images.")
+    from absl import logging
+
+    logging.warning("train.batch_size=%d is larger than the %d training examples: training with batch %d.", batch,
+                    num_train_examples, fitted)
+    return fitted

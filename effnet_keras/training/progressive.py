@@ -23,6 +23,8 @@ optimizer state); the input pipeline reads the augmentation strengths.
 import dataclasses
 import math
 
+from effnet_keras.config_schema import check_randaug_magnitude
+
 REGULARISATIONS = ("randaug_magnitude", "mixup_alpha", "cutmix_alpha", "dropout_rate", "drop_connect_rate")
 _RATE_KEYS = ("dropout_rate", "drop_connect_rate")
 
@@ -72,12 +74,12 @@ def _span(name, value):
 
 
 def _check_range(name, span):
+    if name == "randaug_magnitude":
+        check_randaug_magnitude(name, *span)
     if name in _RATE_KEYS and not all(0.0 <= v < 1.0 for v in span):
         raise ValueError(f"{name} values must be in [0, 1). Received: {list(span)}")
     if name not in _RATE_KEYS and any(v < 0.0 for v in span):
         raise ValueError(f"{name} values must be >= 0. Received: {list(span)}")
-    if name == "randaug_magnitude" and any(v > 30.0 for v in span):
-        raise ValueError(f"randaug_magnitude is on automl's 0-30 scale. Received: {list(span)}")
 
 
 class ProgressiveSchedule:
@@ -161,64 +163,46 @@ class ProgressiveSchedule:
 
     @classmethod
     def from_config(cls, config, model_dropout_rate=None, final_image_size=None):
-        """From a run config: the merged base/recipe/dataset dict (`build_config(...)`) or a
-        `config_schema.RunConfig`. Reads `train.progressive` (keys of effnet_keras/configs/base.yaml:
-        num_stages, start_image_size, size_multiple, the five [start, end] pairs, batch_growth,
-        max_batch_size) and `train.epochs`.
+        """From a run config (`config_schema.RunConfig`, as `build_config` returns it, validated there):
+        `train.progressive` (num_stages, start_image_size, size_multiple, the five [start, end]
+        pairs, batch_growth) and `train.epochs`.
 
-        A null start/end falls back as in effnet_keras/configs/base.yaml: RandAugment -> data.ram,
-        mixup/cutmix -> data.mixup_alpha / data.cutmix_alpha, dropout -> model.dropout_rate
-        (else `model_dropout_rate`, the model's own default), stochastic depth ->
-        model.drop_connect_rate. The final size is train.image_size, else model.image_size,
-        else `final_image_size`. num_stages 0 or 1 gives `fixed(...)`.
-
-        A `train.progressive` section on its own (explicit numbers, no run config) goes to
-        `from_section`.
+        A null start/end falls back as in effnet_keras/configs/base.yaml: RandAugment ->
+        data.randaug_magnitude, mixup/cutmix -> data.mixup_alpha / data.cutmix_alpha, dropout ->
+        model.dropout_rate (else `model_dropout_rate`, the model's own default), stochastic depth
+        -> model.drop_connect_rate. The final size is train.image_size, else model.image_size, else
+        `final_image_size`. num_stages 0 or 1 gives `fixed(...)`. A `train.progressive` section on
+        its own (explicit numbers, no run config) goes to `from_section`.
         """
-        if dataclasses.is_dataclass(config) and not isinstance(config, type):  # a config_schema.RunConfig
-            config = config.to_dict()
-        if not isinstance(config, dict):
-            raise ValueError(f"from_config needs a run config (a dict or a config_schema.RunConfig). "
-                             f"Received: {type(config).__name__}")
-        for section in ("train", "data", "model"):
-            if not isinstance(config.get(section), dict):
-                raise ValueError(
-                    f"from_config needs a run config with a {section!r} section; got keys {sorted(config)} "
-                    "(a train.progressive section alone: ProgressiveSchedule.from_section)."
-                )
-        train, data, model = config["train"], config["data"], config["model"]
-        prog = train.get("progressive")
-        if not isinstance(prog, dict):
-            raise ValueError("from_config: train.progressive is missing (see effnet_keras/configs/base.yaml).")
-        final = train.get("image_size") or model.get("image_size") or final_image_size
+        from effnet_keras.config_schema import RunConfig
+
+        if not isinstance(config, RunConfig):
+            raise ValueError(f"from_config needs a run config (config_schema.RunConfig, what build_config returns). "
+                             f"Received: {type(config).__name__} (a train.progressive section alone: from_section).")
+        train, data, model, prog = config.train, config.data, config.model, config.train.progressive
+        final = train.image_size or model.image_size or final_image_size
         if final is None:
             raise ValueError("from_config: no final image size: set train.image_size (or model.image_size), "
                              "or pass final_image_size= (the model's train size).")
-        dropout = model.get("dropout_rate")
-        dropout = model_dropout_rate if dropout is None else dropout
+        dropout = model_dropout_rate if model.dropout_rate is None else model.dropout_rate
         fallbacks = {
-            "randaug_magnitude": ("data.ram", data.get("ram")),
-            "mixup_alpha": ("data.mixup_alpha", data.get("mixup_alpha")),
-            "cutmix_alpha": ("data.cutmix_alpha", data.get("cutmix_alpha")),
+            "randaug_magnitude": ("data.randaug_magnitude", data.randaug_magnitude),
+            "mixup_alpha": ("data.mixup_alpha", data.mixup_alpha),
+            "cutmix_alpha": ("data.cutmix_alpha", data.cutmix_alpha),
             "dropout_rate": ("model.dropout_rate", dropout),
-            "drop_connect_rate": ("model.drop_connect_rate", model.get("drop_connect_rate")),
+            "drop_connect_rate": ("model.drop_connect_rate", model.drop_connect_rate),
         }
         spans = {}
         for name, (fallback_key, fallback) in fallbacks.items():
-            raw = prog.get(name, [None, None])
-            pair = list(raw) if isinstance(raw, (list, tuple)) else [raw, raw]
-            if len(pair) != 2:
-                raise ValueError(f"train.progressive.{name} must be [start, end]. Received: {raw!r}")
+            pair = getattr(prog, name)
             if any(v is None for v in pair) and fallback is None:
                 raise ValueError(f"train.progressive.{name} has a null and its fallback {fallback_key} is null too; "
                                  "give a number.")
             spans[name] = tuple(fallback if v is None else v for v in pair)
-        num_stages = int(prog.get("num_stages") or 0)
-        epochs = int(train["epochs"])
-        if num_stages <= 1:
-            return cls.fixed(epochs, int(final), **{k: v[1] for k, v in spans.items()})
-        return cls(num_stages, epochs, (int(prog["start_image_size"]), int(final)),
-                   size_multiple=int(prog.get("size_multiple") or 8), batch_growth=prog.get("batch_growth"), **spans)
+        if prog.num_stages <= 1:
+            return cls.fixed(train.epochs, int(final), **{k: v[1] for k, v in spans.items()})
+        return cls(prog.num_stages, train.epochs, (prog.start_image_size, int(final)),
+                   size_multiple=prog.size_multiple or 8, batch_growth=prog.batch_growth, **spans)
 
     @classmethod
     def from_section(cls, section):
@@ -230,11 +214,11 @@ class ProgressiveSchedule:
         ignored (the trainer's concern). num_stages 0 or 1 gives `fixed(...)` at the end size.
         A run config goes to `from_config`.
         """
+        if hasattr(section, "train") or (isinstance(section, dict) and "train" in section):
+            raise ValueError("from_section got a run config (it has a 'train' section): "
+                             "use ProgressiveSchedule.from_config.")
         if not isinstance(section, dict):
             raise ValueError(f"from_section needs a dict. Received: {type(section).__name__}")
-        if "train" in section:
-            raise ValueError("from_section got a run config (it has a 'train' key): "
-                             "use ProgressiveSchedule.from_config.")
         section = dict(section)
         allowed = {"num_stages", "total_epochs", "epochs", "image_size", "start_image_size", "end_image_size",
                    "size_multiple", "batch_growth", "max_batch_size", *REGULARISATIONS}
@@ -302,72 +286,3 @@ class ProgressiveSchedule:
 
     def __eq__(self, other):
         return isinstance(other, ProgressiveSchedule) and self.to_dict() == other.to_dict()
-
-
-# ---------------------------------------------------------------------- named recipes
-
-# EfficientNetV2 paper, Table 6 (progressive learning settings): (min, max) of
-# image size, RandAugment magnitude, Mixup alpha and dropout. The paper lists no
-# CutMix and no stochastic-depth ramp; both stay constant (CutMix off).
-PAPER_TABLE6 = {
-    "efficientnetv2-s": dict(image_size=(128, 300), randaug_magnitude=(5, 15), mixup_alpha=(0, 0),
-                             dropout_rate=(0.1, 0.3)),
-    "efficientnetv2-m": dict(image_size=(128, 380), randaug_magnitude=(5, 20), mixup_alpha=(0, 0.2),
-                             dropout_rate=(0.1, 0.4)),
-    "efficientnetv2-l": dict(image_size=(128, 380), randaug_magnitude=(5, 25), mixup_alpha=(0, 0.4),
-                             dropout_rate=(0.1, 0.5)),
-}
-
-# automl's released configs (effnetv2_configs.py, reference sections 1.6 and 2.6):
-# (final train size, RandAugment magnitude `ram` or None for AutoAugment models, mixup = cutmix alpha, dropout).
-AUTOML_V2 = {
-    "efficientnetv2-s": (300, 10, 0.0, 0.2),
-    "efficientnetv2-m": (384, 15, 0.2, 0.3),
-    "efficientnetv2-l": (384, 20, 0.5, 0.4),
-    "efficientnetv2-xl": (384, 20, 0.5, 0.4),
-    "efficientnetv2-b0": (192, None, 0.0, 0.2),
-    "efficientnetv2-b1": (192, None, 0.0, 0.2),
-    "efficientnetv2-b2": (208, None, 0.0, 0.3),
-    "efficientnetv2-b3": (240, None, 0.0, 0.3),
-}
-AUTOML_BASE_SIZE = 128  # automl data.ibase
-
-
-def _model_key(name, table):
-    key = str(name).lower()
-    if key in ("s", "m", "l", "xl", "b0", "b1", "b2", "b3"):
-        key = "efficientnetv2-" + key
-    if key not in table:
-        raise ValueError(f"No progressive recipe for {name!r}. Known: {sorted(table)}")
-    return key
-
-
-def paper_recipe(model_name, total_epochs=350, num_stages=4, drop_connect_rate=0.2, size_multiple=8):
-    """EfficientNetV2 paper Table 6 for V2-S/M/L ("efficientnetv2-s" or "s"), Algorithm 1 interpolation.
-
-    V2-S, 4 stages: sizes 128, 184, 240, 300; RandAugment 5, 8.33, 11.67, 15; dropout 0.1 .. 0.3.
-    """
-    values = PAPER_TABLE6[_model_key(model_name, PAPER_TABLE6)]
-    return ProgressiveSchedule(num_stages, total_epochs, cutmix_alpha=0.0, drop_connect_rate=drop_connect_rate,
-                               size_multiple=size_multiple, **values)
-
-
-def automl_recipe(model_name, total_epochs=350, num_stages=4, drop_connect_rate=0.2):
-    """What google/automl's released code runs (reference section 2.6), as a ProgressiveSchedule.
-
-    automl's stage k of S uses ratio (k + 1) / S: size int(128 + (S_e - 128) * ratio),
-    RandAugment linspace(5, ram, S)[k], mixup = cutmix alpha linspace(0, alpha, S)[k],
-    dropout constant. Its sizes are a straight line from 128 + (S_e - 128) / S to S_e, so
-    they are Algorithm 1 with that start; size_multiple=1 keeps automl's exact sizes
-    (V2-S: 171, 214, 257, 300). B0-B3 use AutoAugment (no RandAugment): magnitude 0.
-    """
-    final, ram, alpha, dropout = AUTOML_V2[_model_key(model_name, AUTOML_V2)]
-    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
-        raise ValueError(f"num_stages must be a positive integer. Received: {num_stages!r}")
-    sizes = [int(AUTOML_BASE_SIZE + (final - AUTOML_BASE_SIZE) * (k + 1) / num_stages) for k in range(num_stages)]
-    randaug = (0.0, 0.0) if ram is None else (5.0, float(ram))
-    # For every released model (final - 128) is a multiple of 4, so Algorithm 1 from sizes[0]
-    # lands on automl's whole-pixel sizes exactly (tests compare against automl's formula).
-    return ProgressiveSchedule(num_stages, total_epochs, (sizes[0], final), randaug_magnitude=randaug,
-                               mixup_alpha=(0.0, alpha), cutmix_alpha=(0.0, alpha), dropout_rate=dropout,
-                               drop_connect_rate=drop_connect_rate, size_multiple=1)

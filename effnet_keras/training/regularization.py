@@ -8,7 +8,6 @@ models only lay the layers out (`ScheduledDropout`, `StochasticDepth` with their
 """
 
 import keras
-from keras import layers
 
 from effnet_keras.layers.drop import ScheduledDropout
 from effnet_keras.layers.drop import StochasticDepth
@@ -16,6 +15,7 @@ from effnet_keras.layers.drop import attach_runtime_rate
 from effnet_keras.layers.drop import detach_runtime_rate
 from effnet_keras.layers.drop import runtime_rate
 from effnet_keras.models.common import check_rate
+from effnet_keras.model_parts import model_parts
 
 
 def set_regularization(model, dropout_rate=None, drop_connect_rate=None):
@@ -94,17 +94,24 @@ def _rate_layers(model, dropout, drop_connect, strict=True):
     A stochastic-depth layer without a schedule_fraction cannot follow a new rate: an
     error when strict, else skipped.
     """
+    head_dropout = _head_dropout(model) if dropout else None
+    if head_dropout is not None:
+        yield head_dropout, None
     for layer in _all_layers(model):
-        if dropout and isinstance(layer, layers.Dropout) and layer.name.endswith("top_dropout"):
-            yield layer, None
         if drop_connect and isinstance(layer, StochasticDepth):
             if layer.schedule_fraction is None:
                 if not strict:
                     continue
                 raise ValueError(
-                    f"Layer {layer.name!r} has no schedule_fraction; cannot move it to a new drop-connect rate."
+                    f"Layer {layer.name!r} has no schedule_fraction; cannot move it to a new drop_connect_rate."
                 )
             yield layer, layer.schedule_fraction
+
+
+def _head_dropout(model):
+    """The classifier's dropout as the model's parts record names it (None for a headless model)."""
+    name = model_parts(model).dropout
+    return None if name is None else model.get_layer(name)
 
 
 def _all_layers(model):

@@ -10,6 +10,7 @@ import os
 from absl import logging
 
 from effnet_keras import _keras_internals as keras_internals
+from effnet_keras.config_schema import STRATEGIES
 
 
 def _tf():
@@ -43,10 +44,10 @@ def _find_tpu(tpu, resolver_cls):
 
 
 def make_strategy(name="auto", tpu=None, devices=None, resolver_cls=None):
-    """name: auto | tpu | gpus | cpu | multi_worker. `devices` pins MirroredStrategy's devices."""
+    """name: one of config_schema.STRATEGIES. `devices` pins MirroredStrategy's devices."""
     tf = _tf()
-    if name not in ("auto", "tpu", "gpus", "cpu", "multi_worker"):
-        raise ValueError(f"strategy must be one of auto, tpu, gpus, cpu, multi_worker. Received: {name!r}")
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}. Received: {name!r}")
     if name == "tpu":
         return tpu_strategy(tpu, resolver_cls)
     if name == "multi_worker":
@@ -98,3 +99,49 @@ def fix_keras_multi_worker_reduction(strategy):
     reduce_per_replica._effnet_multi_worker_fix = True
     keras_internals.set_reduce_per_replica(reduce_per_replica)
     return True
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (the chief, or worker 0 of a cluster without one)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{getattr(resolver, 'task_type', 'worker')}-{getattr(resolver, 'task_id', 0)}"
+
+
+def set_precision(choice, strategy):
+    """runtime.mixed_precision -> the Keras global policy (auto: bf16 on TPU, fp16 on GPU, float32 on CPU)."""
+    import keras
+    import tensorflow as tf
+
+    if choice == "auto":
+        if isinstance(strategy, tf.distribute.TPUStrategy):
+            choice = "bf16"
+        elif tf.config.list_logical_devices("GPU"):
+            choice = "fp16"
+        else:
+            choice = "none"
+    policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "none": "float32"}[choice]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def set_up_runtime(runtime, seed, strategy=None):
+    """-> (strategy, mixed-precision policy name) for a `config_schema.RuntimeConfig`; seeds and op
+    determinism as configured. `strategy` overrides runtime.strategy (tests pin devices with it)."""
+    import keras
+    import tensorflow as tf
+
+    strategy = strategy or make_strategy(runtime.strategy, tpu=runtime.tpu)
+    fix_keras_multi_worker_reduction(strategy)
+    policy = set_precision(runtime.mixed_precision, strategy)
+    keras.utils.set_random_seed(seed)
+    if runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return strategy, policy

@@ -11,7 +11,7 @@ from effnet_keras.training import config as config_lib
 
 def data_config(name, **overrides):
     """The `data:` section of base.yaml merged with effnet_keras/configs/datasets/<name>.yaml (the trainer's merge)."""
-    cfg = config_lib.build_config(dataset_cfg=name)["data"]
+    cfg = config_lib.build_config(dataset_cfg=name).data.to_dict()
     cfg.update(overrides)
     return cfg
 

@@ -154,7 +154,7 @@ def test_randaugment_is_per_image_and_seeded():
 def test_seeded_pipeline_is_reproducible_under_parallel_maps():
     """Per-image and per-batch stateless seeds: the same seed gives the same batches however tf.data's
     parallel maps interleave (Keras' own stateful SeedGenerator would not)."""
-    cfg = data_config("digits", ram=15.0, random_erasing=0.5, mixup_alpha=0.2)
+    cfg = data_config("digits", randaug_magnitude=15.0, random_erasing=0.5, mixup_alpha=0.2)
 
     def batches():
         ds = data_lib.build_dataset(cfg, split="train", image_size=24, batch_size=32, seed=11, repeat=False)
@@ -173,7 +173,7 @@ JAX_SCRIPT = textwrap.dedent(
     from effnet_keras import data as data_lib
     from tests.data.conftest import data_config
     assert keras.backend.backend() == "jax", keras.backend.backend()
-    cfg = data_config("digits", ram=15.0, random_erasing=0.5, mixup_alpha=0.2, cutmix_alpha=0.5)
+    cfg = data_config("digits", randaug_magnitude=15.0, random_erasing=0.5, mixup_alpha=0.2, cutmix_alpha=0.5)
     x, y = next(iter(data_lib.build_dataset(cfg, split="train", image_size=24, batch_size=8, seed=4)))
     np.savez(sys.argv[1], x=x.numpy(), y=y.numpy())
     """

@@ -3,6 +3,7 @@ photos as JPEG), one sub-folder per class: listing, stratified split, skipped fi
 with labels.txt, and the export's assets/labels.txt."""
 
 import collections
+import dataclasses
 import logging
 import os
 
@@ -15,7 +16,7 @@ from effnet_keras import data as data_lib
 from effnet_keras import rundir
 from effnet_keras.config_schema import ConfigError
 from effnet_keras.data import pipeline
-from effnet_keras.data import sources
+from effnet_keras.data.sources import folder
 from effnet_keras.training import config as config_lib
 
 CLASSES = ["digit_0", "digit_1", "digit_2", "photo"]
@@ -67,38 +68,37 @@ def image_folder(tmp_path_factory):
 
 
 def folder_config(data_dir, **overrides):
-    cfg = config_lib.build_config(dataset_cfg="folder", overrides={"data": {"data_dir": str(data_dir)}})["data"]
-    cfg.update(overrides)
-    return cfg
+    cfg = config_lib.build_config(dataset_cfg="folder", overrides={"data": {"data_dir": str(data_dir)}}).data
+    return dataclasses.replace(cfg, **overrides)
 
 
 COUNTS = {"digit_0": 9, "digit_1": 10, "digit_2": 11, "photo": 6}  # digit_1 holds broken.jpg
 
 
 def test_listing_class_names_counts_and_ignored_files(image_folder, caplog):
-    sources._list_folder.cache_clear()
+    folder._list_folder.cache_clear()
     caplog.set_level(logging.WARNING)
     info = data_lib.dataset_info(folder_config(image_folder))
-    assert info["class_names"] == CLASSES and info["num_classes"] == 4
-    assert info["num_train_examples"] + info["num_eval_examples"] == sum(COUNTS.values())
-    listing = sources.list_folder(folder_config(image_folder))
-    assert listing.ignored == 1 and listing.layout == "stratified"
+    assert list(info.class_names) == CLASSES and info.num_classes == 4
+    assert info.num_train_examples + info.num_eval_examples == sum(COUNTS.values())
+    listing = folder.list_folder(folder_config(image_folder))
+    assert listing.ignored == 1 and listing.nested == 0 and listing.layout == "stratified"
     assert not any(p.endswith(".txt") for split in listing.splits.values() for p in split[0])
     ignored = [r.getMessage() for r in caplog.records if "without an image extension" in r.getMessage()]
-    assert len(ignored) == 1 and "ignored 1 file" in ignored[0]
+    assert len(ignored) == 1 and "1 file(s) without an image extension" in ignored[0] and "skipped" in ignored[0]
     # the run config gets the real counts, the YAML placeholders are gone
     resolved = data_lib.resolve_data_counts(config_lib.build_config(
-        dataset_cfg="folder", overrides={"data": {"data_dir": image_folder}}))["data"]
-    assert (resolved["num_classes"], resolved["num_train_examples"], resolved["num_eval_examples"]) == (
-        4, info["num_train_examples"], info["num_eval_examples"])
+        dataset_cfg="folder", overrides={"data": {"data_dir": image_folder}})).data
+    assert (resolved.num_classes, resolved.num_train_examples, resolved.num_eval_examples) == (
+        4, info.num_train_examples, info.num_eval_examples)
     digits = config_lib.build_config(dataset_cfg="digits")
     assert data_lib.resolve_data_counts(digits) is digits
-    assert data_lib.dataset_info(digits["data"])["class_names"] == [str(k) for k in range(10)]
+    assert list(data_lib.dataset_info(digits.data).class_names) == [str(k) for k in range(10)]
 
 
 def test_stratified_split_is_seeded_and_stratified(image_folder):
     def split(seed):
-        listing = sources.list_folder(folder_config(image_folder, split_seed=seed))
+        listing = folder.list_folder(folder_config(image_folder, split_seed=seed))
         return {name: (tuple(p), tuple(l)) for name, (p, l) in listing.splits.items()}
 
     first, again, other = split(0), split(0), split(1)
@@ -129,7 +129,7 @@ def test_corrupt_file_is_skipped_and_named_in_the_log(image_folder, caplog):
     assert any("skipped 1 unreadable or corrupt file" in r.getMessage() and broken in r.getMessage()
                for r in caplog.records)
     # training batches: cropped, augmented, static batch
-    train = data_lib.build_dataset(folder_config(image_folder, augment="randaugment", ram=5.0), split="train",
+    train = data_lib.build_dataset(folder_config(image_folder, augment="randaugment", randaug_magnitude=5.0), split="train",
                                    image_size=32, batch_size=4, seed=0)
     images, labels = next(iter(train))
     assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 4)
@@ -137,7 +137,7 @@ def test_corrupt_file_is_skipped_and_named_in_the_log(image_folder, caplog):
 
 def test_errors_name_the_path(tmp_path):
     with pytest.raises(ConfigError, match="data.data_dir must be a folder of class sub-folders"):
-        data_lib.dataset_info(config_lib.build_config(dataset_cfg="folder")["data"])
+        data_lib.dataset_info(config_lib.build_config(dataset_cfg="folder").data)
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError, match=f"data.data_dir='{missing}' is not a folder"):
         data_lib.dataset_info(folder_config(missing))
@@ -165,16 +165,16 @@ def test_train_and_val_folders(tmp_path):
     _write_folder(str(root / "val"), {"cat": _photos(1), "dog": _digit_images(4, 2)})
     cfg = folder_config(root)
     info = data_lib.dataset_info(cfg)
-    assert info["class_names"] == ["cat", "dog"]
-    assert (info["num_train_examples"], info["num_eval_examples"]) == (7, 3)
-    assert sources.list_folder(cfg).layout == "split"
+    assert list(info.class_names) == ["cat", "dog"]
+    assert (info.num_train_examples, info.num_eval_examples) == (7, 3)
+    assert folder.list_folder(cfg).layout == "split"
     _, labels = next(iter(data_lib.build_dataset(cfg, split="eval", image_size=24, batch_size=8)))
     assert labels.numpy().argmax(1).tolist() == [0, 1, 1]
 
 
 def test_short_run_writes_labels_and_export_carries_them(image_folder, tmp_path):
-    import hub_export
-    from hub_export import __main__ as hub_main
+    from effnet_keras import labels
+    from effnet_keras.export import export
     from effnet_keras.training import run as run_lib
 
     cfg = config_lib.build_config(
@@ -188,21 +188,21 @@ def test_short_run_writes_labels_and_export_carries_them(image_folder, tmp_path)
     assert [h["steps"] for h in result["history"]] == [2] and 0.0 <= result["eval"]["top1"] <= 1.0
     run = rundir.RunDir.open(model_dir)
     assert run.class_names == CLASSES and run.num_classes == 4
-    with open(os.path.join(model_dir, rundir.LABELS_FILE)) as f:
+    with open(os.path.join(model_dir, labels.LABELS_FILE)) as f:
         assert f.read().split() == CLASSES
 
-    model, size, _, names = hub_main.load_model(model_dir=model_dir)
-    assert names == CLASSES and model.output.shape[-1] == 4
+    model, size, names = run.build(run.eval_size), run.eval_size, run.class_names
+    assert model.output.shape[-1] == 4
     export_dir = str(tmp_path / "export")
-    out = hub_export.export(model, export_dir, kind="classification", image_size=size, class_names=names,
-                            bundle=True, model_name="nano-folder")
+    out = export(model, export_dir, kind="classification", image_size=size, class_names=names, bundle=True,
+                 model_name="nano-folder")
     labels_path = os.path.join(export_dir, "assets", "labels.txt")
-    assert out["labels"] == labels_path and rundir.read_labels(labels_path) == CLASSES
-    assert rundir.read_labels(os.path.join(out["bundle"], "labels.txt")) == CLASSES
+    assert out["labels"] == labels_path and labels.read_names(labels_path) == CLASSES
+    assert labels.read_names(os.path.join(out["bundle"], "labels.txt")) == CLASSES
     reloaded = tf.saved_model.load(export_dir)
-    assert rundir.read_labels(reloaded.labels_file.asset_path.numpy().decode()) == CLASSES
+    assert labels.read_names(reloaded.labels_file.asset_path.numpy().decode()) == CLASSES
     with pytest.raises(ValueError, match="3 class names for a classifier of 4"):
-        hub_export.export(model, str(tmp_path / "bad"), kind="classification", class_names=CLASSES[:3])
+        export(model, str(tmp_path / "bad"), kind="classification", class_names=CLASSES[:3])
 
 
 def _cli(args, cwd):
@@ -219,7 +219,7 @@ def test_the_driver_trains_on_a_folder_exports_and_predict_names_its_classes(ima
     """What a user types: effnet-train on a folder, a classification export, effnet-predict on it."""
     run_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "cls")
     hparams = "train.max_steps=2,train.batch_size=8,eval.batch_size=8,model.weights=null"
-    train = _cli(["effnet_keras.training.cli", "--dataset_cfg=folder", f"--data_dir={image_folder}",
+    train = _cli(["effnet_keras.cli.train", "--dataset_cfg=folder", f"--data_dir={image_folder}",
                   f"--model_dir={run_dir}", f"--export_dir={export_dir}", "--export_kind=classification",
                   "--model_name=efficientnetv2-nano", f"--hparam_str={hparams}"], cwd=str(tmp_path))
     assert train.returncode == 0, train.stderr[-3000:]
@@ -227,8 +227,8 @@ def test_the_driver_trains_on_a_folder_exports_and_predict_names_its_classes(ima
     for noise in ("oneDNN", "cuInit", "Traceback"):
         assert noise not in train.stderr, noise
     assert open(os.path.join(export_dir, "assets", "labels.txt")).read().split() == CLASSES
-    predicted = _cli(["effnet_keras.predict", os.path.join(image_folder, "photo"), f"--export_dir={export_dir}",
-                      "--image_size=32", "--top_k=2", "--json"], cwd=str(tmp_path))
+    predicted = _cli(["effnet_keras.cli.predict", os.path.join(image_folder, "photo"), f"--export_dir={export_dir}",
+                      "--top_k=2", "--json"], cwd=str(tmp_path))
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     import json
 
@@ -238,6 +238,6 @@ def test_the_driver_trains_on_a_folder_exports_and_predict_names_its_classes(ima
 
     # A typo'd model name and a --data_dir the digits dataset would ignore: one line, exit 2, no traceback.
     for bad in (["--model_name=efficientnetv2-q"], [f"--data_dir={image_folder}"]):
-        refused = _cli(["effnet_keras.training.cli", f"--model_dir={tmp_path / 'bad'}", *bad], cwd=str(tmp_path))
+        refused = _cli(["effnet_keras.cli.train", f"--model_dir={tmp_path / 'bad'}", *bad], cwd=str(tmp_path))
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
         assert len(refused.stderr.strip().splitlines()) == 1 and ": error: " in refused.stderr, refused.stderr

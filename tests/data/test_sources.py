@@ -6,8 +6,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from effnet_keras import data as data_lib
+from effnet_keras.data.sources import DatasetInfo
 from effnet_keras.training import config as config_lib
-from effnet_keras.training.schedules import ProgressiveSchedule
+from effnet_keras.training.progressive import ProgressiveSchedule
 from tests.data.conftest import data_config, grey_level
 
 
@@ -44,8 +45,8 @@ def test_digits_train_batches_static_shape_onehot_and_range():
 def test_digits_info_and_eval_split_is_fixed_and_complete():
     cfg = data_config("digits")
     info = data_lib.dataset_info(cfg)
-    assert info == {"name": "digits", "num_classes": 10, "num_train_examples": 1437, "num_eval_examples": 360,
-                    "multilabel": False, "class_names": [str(k) for k in range(10)]}
+    assert info == DatasetInfo(name="digits", num_classes=10, num_train_examples=1437, num_eval_examples=360,
+                               multilabel=False, class_names=tuple(str(k) for k in range(10)))
     ds = data_lib.build_dataset(cfg, split="eval", image_size=24, batch_size=100)
     images, labels = _collect(ds)
     assert images.shape == (360, 24, 24, 3)  # eval keeps the last partial batch, no repeat
@@ -91,7 +92,7 @@ def test_bad_arguments_are_value_errors_naming_the_value():
     with pytest.raises(ValueError, match="data.augment must be one of .*'autoaug'"):
         data_lib.build_dataset({**cfg, "augment": "autoaug"}, split="train", image_size=32, batch_size=8)
     with pytest.raises(ValueError, match="0-30 scale.*45"):
-        data_lib.build_dataset({**cfg, "ram": 45}, split="train", image_size=32, batch_size=8)
+        data_lib.build_dataset({**cfg, "randaug_magnitude": 45}, split="train", image_size=32, batch_size=8)
     with pytest.raises(ValueError, match="batch_size must be a positive integer. Received: 0"):
         data_lib.build_dataset(cfg, split="train", image_size=32, batch_size=0)
 
@@ -156,7 +157,7 @@ def test_missing_or_empty_data_dir_names_path_and_pattern(tmp_path):
 
 def test_imagenet21k_multi_hot_labels(imagenet21k_dir):
     cfg = data_config("imagenet21k", data_dir=imagenet21k_dir)
-    assert data_lib.dataset_info(cfg)["multilabel"] is True
+    assert data_lib.dataset_info(cfg).multilabel is True
     ds = data_lib.build_dataset(cfg, split="train", image_size=16, batch_size=2, seed=1)
     images, labels = next(iter(ds))
     _check_batch(images.numpy(), labels.numpy(), 2, 16, 21843)
@@ -188,12 +189,12 @@ def _cars196_examples(self, split, decoders=None, read_config=None, **kwargs):
 def test_tfds_configs_build_on_mock_data(name):
     cfg = data_config(name)
     info = data_lib.dataset_info(cfg)
-    assert (info["num_classes"], info["num_train_examples"], info["num_eval_examples"]) == TFDS_CONFIGS[name]
+    assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == TFDS_CONFIGS[name]
     fake = dict(as_dataset_fn=_cars196_examples) if cfg["tfds_name"] == "cars196" else {}
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE, **fake):
         train = data_lib.build_dataset(cfg, split="train", image_size=24, batch_size=4, seed=0)
         images, labels = next(iter(train))
-        _check_batch(images.numpy(), labels.numpy(), 4, 24, info["num_classes"])
+        _check_batch(images.numpy(), labels.numpy(), 4, 24, info.num_classes)
         np.testing.assert_allclose(labels.numpy().sum(1), 1.0, rtol=1e-6)
         eval_images, eval_labels = _collect(data_lib.build_dataset(cfg, split="eval", image_size=24, batch_size=4))
         assert eval_images.shape[1:] == (24, 24, 3) and len(eval_images) > 0
@@ -230,7 +231,7 @@ def test_every_dataset_config_merges_and_validates():
             continue
         cfg = data_config(name)
         info = data_lib.dataset_info(cfg)
-        assert info["num_classes"] == cfg["num_classes"]
+        assert info.num_classes == cfg["num_classes"]
     assert data_config("cifar10ft")["augment"] == "ft" and data_config("imagenet21k")["multilabel"]
     ft = config_lib.build_config(dataset_cfg="flowersft")
-    assert ft["train"]["lr_sched"] == "constant" and ft["model"]["dropout_rate"] == pytest.approx(1e-6)
+    assert ft.train.lr_sched == "constant" and ft.model.dropout_rate == pytest.approx(1e-6)

@@ -1,5 +1,6 @@
 """Config merge and validation, lr schedules, per-stage batch sizes, EMA warm-up, strategy wiring."""
 
+import dataclasses
 import os
 from types import SimpleNamespace
 
@@ -22,18 +23,18 @@ def test_merge_order_and_types():
         hparam_str="train.batch_size=512,data.ram=10,train.progressive.randaug_magnitude=5|15",
         overrides={"runtime": {"strategy": "cpu"}},
     )
-    assert cfg["model"]["name"] == "efficientnetv2-s"
-    assert cfg["train"]["batch_size"] == 512 and isinstance(cfg["train"]["batch_size"], int)
-    assert cfg["data"]["ram"] == 10.0 and isinstance(cfg["data"]["ram"], float)
-    assert cfg["train"]["progressive"]["randaug_magnitude"] == [5, 15]
-    assert cfg["runtime"]["strategy"] == "cpu"
-    assert cfg["data"]["config_name"] == "digits"
+    assert cfg.model.name == "efficientnetv2-s"
+    assert cfg.train.batch_size == 512 and isinstance(cfg.train.batch_size, int)
+    assert cfg.data.randaug_magnitude == 10.0 and isinstance(cfg.data.randaug_magnitude, float)
+    assert cfg.train.progressive.randaug_magnitude == (5.0, 15.0)
+    assert cfg.runtime.strategy == "cpu"
+    assert cfg.data.config_name == "digits"
 
 
 def test_coatnet_recipe_is_applied():
     cfg = config_lib.build_config(model_name="coatnet-0")
-    assert (cfg["train"]["optimizer"], cfg["train"]["lr_sched"], cfg["train"]["weight_decay"]) == ("adamw", "cosine", 0.05)
-    assert cfg["train"]["gclip"] == 1.0
+    assert (cfg.train.optimizer, cfg.train.lr_sched, cfg.train.weight_decay) == ("adamw", "cosine", 0.05)
+    assert cfg.train.gclip == 1.0
 
 
 def test_unknown_key_names_key_and_allowed_keys():
@@ -62,7 +63,7 @@ def test_config_file_layer(tmp_path):
     path = os.path.join(tmp_path, "extra.yaml")
     with open(path, "w") as f:
         f.write("train:\n  epochs: 7\n")
-    assert config_lib.build_config(config_file=path)["train"]["epochs"] == 7
+    assert config_lib.build_config(config_file=path).train.epochs == 7
 
 
 def test_rerun_with_different_config_is_refused(tmp_path):
@@ -85,8 +86,8 @@ def test_typed_values_win_over_files_and_conflicts_are_refused():
     # The digits demo recipe names efficientnetv2-nano; the flag wins (it used to be dropped).
     demo = config_lib.config_path("recipes", "digits_demo.yaml")
     cfg = config_lib.build_config(model_name="efficientnetv2-b0", dataset_cfg="digits", config_file=demo)
-    assert cfg["model"]["name"] == "efficientnetv2-b0"
-    assert config_lib.build_config(dataset_cfg="digits", config_file=demo)["model"]["name"] == "efficientnetv2-nano"
+    assert cfg.model.name == "efficientnetv2-b0"
+    assert config_lib.build_config(dataset_cfg="digits", config_file=demo).model.name == "efficientnetv2-nano"
     with pytest.raises(config_lib.ConfigError, match=r"model.name: Unknown model name 'efficientnetv2-q'"):
         config_lib.build_config(model_name="efficientnetv2-q")
     with pytest.raises(config_lib.ConfigError, match=r"model.name is given twice.*--hparam_str.*--model_name"):
@@ -96,7 +97,7 @@ def test_typed_values_win_over_files_and_conflicts_are_refused():
     with pytest.raises(config_lib.ConfigError, match=r"data.data_dir='my_photos' but data.name='digits' reads no files"):
         config_lib.build_config(dataset_cfg="digits", overrides={"data": {"data_dir": "my_photos"}})
     same = config_lib.build_config(hparam_str="data.ram=5", overrides={"data": {"ram": 5}})
-    assert same["data"]["ram"] == 5
+    assert same.data.randaug_magnitude == 5
 
 
 # ----------------------------------------------------------------- lr schedule
@@ -110,12 +111,12 @@ def test_lr_schedule_values_match_automl_tests():
     # automl utils_test: 10 steps/epoch; warm-up 2 epochs: 0.25 at step 5, 1.0 after;
     # exponential 0.5 every 2 epochs: 1.0 @5 (no warm-up), 0.5 @25, 0.125 @70; cosine 10 epochs.
     seg = [(0, 0, 10, 1.0)]
-    warm = optim.RecipeSchedule(1.0, seg, total_epochs=10, sched="constant", warmup_epochs=2)
+    warm = optim.RecipeLearningRate(1.0, seg, total_epochs=10, sched="constant", warmup_epochs=2)
     assert _lr(warm, 5) == pytest.approx(0.25) and _lr(warm, 35) == pytest.approx(1.0)
-    exp = optim.RecipeSchedule(1.0, seg, total_epochs=10, sched="exponential", warmup_epochs=0,
+    exp = optim.RecipeLearningRate(1.0, seg, total_epochs=10, sched="exponential", warmup_epochs=0,
                                decay_epochs=2, decay_factor=0.5)
     assert [_lr(exp, s) for s in (5, 25, 70)] == pytest.approx([1.0, 0.5, 0.125])
-    cos = optim.RecipeSchedule(1.0, [(0, 0, 1, 1.0)], total_epochs=10, sched="cosine", warmup_epochs=0)
+    cos = optim.RecipeLearningRate(1.0, [(0, 0, 1, 1.0)], total_epochs=10, sched="cosine", warmup_epochs=0)
     assert [_lr(cos, s) for s in (4, 5, 6)] == pytest.approx([0.654508, 0.5, 0.345491], abs=1e-5)
 
 
@@ -123,7 +124,7 @@ def test_imagenet_recipe_drop_after_warmup():
     # 0.256 @ bs 4096, 5-epoch warm-up, x0.97 per 2.4 epochs counted from step 0:
     # right after warm-up the lr is 0.256 * 0.97**2 (reference §2.5).
     steps = 1_281_167 // 4096
-    s = optim.RecipeSchedule(0.256, [(0, 0, steps, 1.0)], 350, warmup_epochs=5)
+    s = optim.RecipeLearningRate(0.256, [(0, 0, steps, 1.0)], 350, warmup_epochs=5)
     assert _lr(s, 5 * steps + 1) == pytest.approx(0.256 * 0.97**2, rel=1e-5)
     assert _lr(s, 350 * steps - 1) == pytest.approx(0.256 * 0.97 ** (349 // 2.4), rel=1e-4)
 
@@ -149,17 +150,29 @@ def test_plan_and_lr_scale_follow_batch():
     assert [p.lr_scale for p in plans] == [4.0, 1.0]
     assert [p.steps_per_epoch for p in plans] == [1000 // 64, 1000 // 16]
     assert plans[1].start_step == 2 * (1000 // 64)
-    train_cfg = config_lib.build_config()["train"] | {"lr_base": 0.256, "lr_warmup_epoch": 0.0, "lr_sched": "constant"}
+    train_cfg = dataclasses.replace(config_lib.build_config().train, lr_base=0.256, lr_warmup_epoch=0.0,
+                                    lr_sched="constant")
     schedule = plan_lib.make_lr_schedule(train_cfg, plans, base_batch=16)
     # lr = lr_base * 16 / 256 = 0.016, times the stage's batch ratio.
     assert _lr(schedule, 0) == pytest.approx(0.064)
     assert _lr(schedule, plans[1].start_step) == pytest.approx(0.016)
     # Warm-up is measured in epochs, so it spans fewer steps of the grown batch: half of a
     # 1-epoch warm-up is step 7.5 of the 15 steps per epoch at batch 64.
-    warm = plan_lib.make_lr_schedule(train_cfg | {"lr_warmup_epoch": 1.0}, plans, base_batch=16)
+    warm = plan_lib.make_lr_schedule(dataclasses.replace(train_cfg, lr_warmup_epoch=1.0), plans, base_batch=16)
     assert _lr(warm, 7.5) == pytest.approx(0.5 * 0.064)
     with pytest.raises(ValueError, match="larger than the 10 training examples"):
         plan_lib.plan_stages([_stage(0, 64, 0, 1)], base_batch=16, num_train=10)
+
+
+def test_a_batch_larger_than_the_data_is_lowered_with_one_line(caplog):
+    # A 59-image folder with the fine-tune recipe's batch 64: trains with batch 56 (whole batches of
+    # replicas * ... examples), and says so; 1 example on 2 replicas cannot fill a batch.
+    with caplog.at_level("WARNING"):
+        assert plan_lib.fit_batch_to_data(64, 59) == 59 and plan_lib.fit_batch_to_data(64, 59, replicas=2) == 58
+    assert "train.batch_size=64 is larger than the 59 training examples: training with batch 59" in caplog.text
+    assert plan_lib.fit_batch_to_data(32, 59) == 32
+    with pytest.raises(ValueError, match="1 training examples cannot fill one batch on 2 replicas"):
+        plan_lib.fit_batch_to_data(64, 1, replicas=2)
 
 
 def test_ema_warmup_and_l2():
@@ -242,12 +255,12 @@ def test_every_type_error_names_the_key(tmp_path):
     for hparams, message in cases.items():
         with pytest.raises(config_lib.ConfigError, match=message):
             config_lib.build_config(hparam_str=hparams)
-    assert config_lib.build_config(hparam_str="train.lr_base=1.0e12")["train"]["lr_base"] == 1e12  # YAML 1.1 string
+    assert config_lib.build_config(hparam_str="train.lr_base=1.0e12").train.lr_base == 1e12  # YAML 1.1 string
     with pytest.raises(config_lib.ConfigError, match=r"missing.yaml' does not exist.*recipes/digits_demo.yaml"):
         config_lib.build_config(config_file=str(tmp_path / "missing.yaml"))
     # A packaged recipe by its path under effnet_keras/configs/ (what an installed wheel has).
     paper_s = config_lib.build_config(model_name="efficientnetv2-s", config_file="recipes/progressive_paper_s.yaml")
-    assert paper_s["train"]["progressive"] == config_lib.merge(
+    assert paper_s.to_dict()["train"]["progressive"] == config_lib.merge(
         config_lib.load_yaml(config_lib.config_path("base.yaml")),
         config_lib.load_yaml(config_lib.config_path("recipes", "progressive_paper_s.yaml")), "x")["train"]["progressive"]
     bad = tmp_path / "list.yaml"
@@ -259,20 +272,23 @@ def test_every_type_error_names_the_key(tmp_path):
 def test_per_model_recipe_then_dataset_then_overrides():
     cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet")
     # effnet_keras/configs/models/efficientnetv2-m.yaml (automl's released V2-M values) over the family recipe.
-    assert (cfg["data"]["ram"], cfg["data"]["mixup_alpha"], cfg["train"]["image_size"]) == (15.0, 0.2, 384)
-    assert cfg["train"]["progressive"]["num_stages"] == 4 and cfg["train"]["optimizer"] == "rmsprop"
+    assert (cfg.data.randaug_magnitude, cfg.data.mixup_alpha, cfg.train.image_size) == (15.0, 0.2, 384)
+    assert cfg.train.progressive.num_stages == 4 and cfg.train.optimizer == "rmsprop"
     cfg = config_lib.build_config(model_name="efficientnetv2-m", dataset_cfg="imagenet", hparam_str="data.ram=7")
-    assert cfg["data"]["ram"] == 7.0
+    assert cfg.data.randaug_magnitude == 7.0
 
 
 def test_loss_choice_and_decay_exclusions():
     from effnet_keras.training import run as run_lib
 
-    cfg = config_lib.build_config()
-    assert run_lib.loss_kind(cfg, {"multilabel": True}) == "sigmoid"
-    assert run_lib.loss_kind(cfg, {"multilabel": False}) == "softmax"
-    cfg["train"]["loss"] = "sigmoid"
-    assert run_lib.loss_kind(cfg, {"multilabel": False}) == "sigmoid"
+    train = config_lib.build_config().train
+    multi_hot, one_hot = SimpleNamespace(multilabel=True), SimpleNamespace(multilabel=False)
+    loss, metrics = run_lib.loss_and_metrics(train, multi_hot, 21843)
+    assert isinstance(loss, keras.losses.BinaryCrossentropy) and [m.name for m in metrics] == ["top1", "top5"]
+    loss, metrics = run_lib.loss_and_metrics(train, one_hot, 3)
+    assert isinstance(loss, keras.losses.CategoricalCrossentropy) and [m.name for m in metrics] == ["top1"]
+    loss, _ = run_lib.loss_and_metrics(dataclasses.replace(train, loss="sigmoid"), one_hot, 3)
+    assert isinstance(loss, keras.losses.BinaryCrossentropy) and loss.get_config()["label_smoothing"] == 0.1
     kernel = keras.Variable(np.ones((3, 3)), name="kernel")
     gamma = keras.Variable(np.ones((3,)), name="gamma")
     table = keras.Variable(np.ones((5, 2)), name="relative_position_bias_table")

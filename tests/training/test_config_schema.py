@@ -77,7 +77,7 @@ def test_schema_module_is_a_leaf():
 @pytest.mark.parametrize("hparams, message", [
     ("train.optimizer=adam", r"^train.optimizer must be one of \('rmsprop', 'adamw', 'sgd'\). Received: 'adam'$"),
     ("data.name=mnist", r"^data.name must be one of \(.*'tfds', 'folder'\). Received: 'mnist'$"),
-    ("data.ram=31", r"^data.ram must be in \[0, 30\] .*0-30 scale.*Received: 31.0$"),
+    ("data.ram=31", r"^data.randaug_magnitude must be in \[0, 30\] .*0-30 scale.*Received: 31.0$"),
     ("train.ema_decay=1.0", r"^train.ema_decay must be in \[0, 1\). Received: 1.0$"),
     ("data.cutmix_alpha=2", r"^data.cutmix_alpha must be in \[0, 1\]. Received: 2.0$"),
     ("data.mixup_alpha=-0.5", r"^data.mixup_alpha must be >= 0. Received: -0.5$"),
@@ -122,9 +122,9 @@ def test_from_dict_errors_bad_choice_range_type_unknown_and_missing_keys():
         RunConfig.from_dict(cfg)
     with pytest.raises(ConfigError, match=r"^run config is missing keys \['runtime'\]"):
         RunConfig.from_dict({k: v for k, v in _base().items() if k != "runtime"})
-    # config_lib.validate is the same check, and returns the dict it was given.
+    # config_lib.validate is the same check, and returns the typed config.
     cfg = _base()
-    assert config_lib.validate(cfg) is cfg
+    assert config_lib.validate(cfg) == RunConfig.from_dict(cfg)
     with pytest.raises(ConfigError, match="train.loss must be one of"):
         config_lib.validate(broken("train", "loss", "hinge"))
 
@@ -133,14 +133,14 @@ def test_coercion_is_driven_by_the_field_types():
     cfg = config_lib.build_config(hparam_str=(
         "train.lr_base=1.0e12,train.epochs=7.0,runtime.deterministic='true',data.cache='0',model.dropout_rate=0,"
         "train.max_steps=20.0,data.erasing_scale=0|1,train.progressive.dropout_rate=0|null"))
-    assert cfg["train"]["lr_base"] == 1e12 and isinstance(cfg["train"]["lr_base"], float)
-    assert cfg["train"]["epochs"] == 7 and isinstance(cfg["train"]["epochs"], int)
-    assert cfg["runtime"]["deterministic"] is True and cfg["data"]["cache"] is False
-    assert cfg["model"]["dropout_rate"] == 0.0 and isinstance(cfg["model"]["dropout_rate"], float)
-    assert cfg["train"]["max_steps"] == 20 and isinstance(cfg["train"]["max_steps"], int)
-    assert cfg["data"]["erasing_scale"] == [0.0, 1.0]
-    assert all(isinstance(v, float) for v in cfg["data"]["erasing_scale"])
-    assert cfg["train"]["progressive"]["dropout_rate"] == [0.0, None]
+    assert cfg.train.lr_base == 1e12 and isinstance(cfg.train.lr_base, float)
+    assert cfg.train.epochs == 7 and isinstance(cfg.train.epochs, int)
+    assert cfg.runtime.deterministic is True and cfg.data.cache is False
+    assert cfg.model.dropout_rate == 0.0 and isinstance(cfg.model.dropout_rate, float)
+    assert cfg.train.max_steps == 20 and isinstance(cfg.train.max_steps, int)
+    assert cfg.data.erasing_scale == (0.0, 1.0)  # frozen all the way down; to_dict gives lists
+    assert all(isinstance(v, float) for v in cfg.data.erasing_scale)
+    assert cfg.train.progressive.dropout_rate == (0.0, None)
     assert config_schema.coerce("train.lr_base", "3e-4") == 3e-4
     assert config_schema.coerce("no.such.key", "x") == "x"  # merge reports unknown keys itself
     assert config_schema.field_type("train.progressive") is config_schema.ProgressiveConfig
@@ -149,10 +149,16 @@ def test_coercion_is_driven_by_the_field_types():
 def test_data_errors_from_the_pipeline_are_config_errors():
     from effnet_keras.data import pipeline
 
-    data = config_lib.build_config(dataset_cfg="digits")["data"]
-    assert pipeline.validate_data_config(data) == data
-    assert DataConfig.from_dict(data).to_dict() == data
-    assert pipeline.validate_data_config({**data, "ram": 7, "cache": "true"})["ram"] == 7.0
+    typed = config_lib.build_config(dataset_cfg="digits").data
+    data = typed.to_dict()
+    assert pipeline.data_config(typed) is typed  # a run's section: checked once, where it was built
+    assert pipeline.data_config(data) == typed and DataConfig.from_dict(data).to_dict() == data
+    assert pipeline.data_config({**data, "randaug_magnitude": 7, "cache": "true"}).randaug_magnitude == 7.0
+    # automl's (and earlier releases') name for the magnitude is accepted at the edge; both at once is not.
+    renamed = {("ram" if k == "randaug_magnitude" else k): v for k, v in data.items()}
+    assert pipeline.data_config({**renamed, "ram": 9}).randaug_magnitude == 9.0
+    with pytest.raises(ConfigError, match=r"data.randaug_magnitude is given twice \(also as data.ram"):
+        pipeline.data_config({**data, "ram": 9})
     cases = [
         ({**data, "name": "mnist"}, r"^data.name must be one of .*Received: 'mnist'$"),
         ({**data, "augment": "autoaug"}, r"^data.augment must be one of .*Received: 'autoaug'$"),
@@ -162,15 +168,16 @@ def test_data_errors_from_the_pipeline_are_config_errors():
         ({**data, "name": "tfds", "tfds_name": None}, r"^data.tfds_name must be one of .*Received: None$"),
         ({**data, "name": "imagenet21k"}, r"^data.multilabel must be true for data.name='imagenet21k'"),
         ({**data, "colour": "rgb"}, r"^unknown config key 'data.colour'. Allowed keys under 'data.'"),
-        ({k: v for k, v in data.items() if k != "ram"}, r"^data config is missing keys \['ram'\]"),
+        ({k: v for k, v in data.items() if k != "randaug_magnitude"},
+         r"^data config is missing keys \['randaug_magnitude'\]"),
     ]
     for cfg, message in cases:
         with pytest.raises(ConfigError, match=message) as info:
-            pipeline.validate_data_config(cfg)
+            pipeline.data_config(cfg)
         assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
     # data.config_name is set by build_config; a hand-made section may leave it out.
     without_name = {k: v for k, v in data.items() if k != "config_name"}
-    assert pipeline.validate_data_config(without_name)["config_name"] is None
+    assert pipeline.data_config(without_name).config_name is None
 
 
 def _packaged(folder):
@@ -183,8 +190,8 @@ def test_every_packaged_dataset_config_validates(dataset):
     # folder needs data.data_dir (validation does not list it)
     overrides = {"data": {"data_dir": "/images"}} if dataset == "folder" else None
     cfg = config_lib.build_config(dataset_cfg=dataset, overrides=overrides)
-    assert RunConfig.from_dict(cfg).to_dict() == cfg
-    assert DataConfig.from_dict(cfg["data"]).config_name == dataset
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert DataConfig.from_dict(cfg.data.to_dict()).config_name == dataset
 
 
 @pytest.mark.parametrize("recipe", _packaged("recipes"))
@@ -194,10 +201,29 @@ def test_every_packaged_recipe_validates(recipe):
         model = "efficientnetv2-" + recipe.rsplit("_", 1)[1]
     cfg = config_lib.build_config(model_name=model, dataset_cfg="imagenet",
                                   config_file=f"recipes/{recipe}.yaml")
-    assert RunConfig.from_dict(cfg).to_dict() == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize("model", _packaged("models") + ["efficientnetv2-nano", "coatnet-0"])
 def test_every_packaged_model_config_validates(model):
-    cfg = config_lib.build_config(model_name=model)
-    assert RunConfig.from_dict(cfg).model.name == model
+    assert config_lib.build_config(model_name=model).model.name == model
+
+
+def test_a_run_written_before_a_key_existed_opens_with_its_default(tmp_path):
+    """config.yaml of an earlier release: no `runtime:` section, `data.ram` for the magnitude."""
+    import yaml
+
+    from effnet_keras import rundir
+    from effnet_keras.training import config as config_lib
+
+    old = config_lib.build_config(dataset_cfg="digits").to_dict()
+    old["data"]["ram"] = old["data"].pop("randaug_magnitude")
+    del old["runtime"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    run = rundir.RunDir.open(str(tmp_path), require_weights=False)
+    assert run.config.data.randaug_magnitude == old["data"]["ram"]
+    assert run.config.runtime.strategy == "auto"
+    old["data"]["randaug_magnitude"] = 3.0  # both names at once is still an error, naming both
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(rundir.RunDirError, match="data.randaug_magnitude is given twice"):
+        rundir.RunDir.open(str(tmp_path), require_weights=False)

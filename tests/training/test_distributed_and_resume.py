@@ -27,7 +27,7 @@ RESUME_HP = (
 
 
 def _main_cmd(model_dir):
-    return [sys.executable, "-m", "effnet_keras.training.cli", "--dataset_cfg=digits", f"--model_dir={model_dir}",
+    return [sys.executable, "-m", "effnet_keras.cli.train", "--dataset_cfg=digits", f"--model_dir={model_dir}",
             "--mode=train", "--verbose=0", "--verbosity=1", f"--hparam_str={RESUME_HP}"]
 
 

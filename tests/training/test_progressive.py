@@ -1,6 +1,7 @@
 """ProgressiveSchedule: Algorithm 1 values for the V2-S/M/L(/XL) recipes, serialisation, errors, TF-free
 import, and stage regularisation reaching a model's layers without rebuilding it."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from effnet_keras.training import config as config_lib
-from effnet_keras.training.schedules import ProgressiveSchedule
-from effnet_keras.training.schedules import Stage
+from effnet_keras.training.progressive import ProgressiveSchedule
+from effnet_keras.training.progressive import Stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -88,11 +89,11 @@ def test_from_config_nulls_fall_back_to_data_and_model_values():
         "train.epochs=6,train.image_size=64,train.progressive.num_stages=3,train.progressive.start_image_size=32,"
         "data.ram=9,data.mixup_alpha=0.3,model.dropout_rate=0.25,model.drop_connect_rate=0.1"))
     stages = ProgressiveSchedule.from_config(cfg).stages
-    # base.yaml: randaug [5, null] -> ends at data.ram; mixup [0, null]; dropout [null, null] -> constant
+    # base.yaml: randaug [5, null] -> ends at data.randaug_magnitude (data.ram, its earlier name); mixup [0, null]; dropout [null, null] -> constant
     assert [s.randaug_magnitude for s in stages] == [5.0, 7.0, 9.0]
     assert [s.mixup_alpha for s in stages] == pytest.approx([0.0, 0.15, 0.3])
     assert {s.dropout_rate for s in stages} == {0.25} and {s.drop_connect_rate for s in stages} == {0.1}
-    cfg["model"]["dropout_rate"] = None
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout_rate=None))
     with pytest.raises(ValueError, match="dropout_rate.*model.dropout_rate"):
         ProgressiveSchedule.from_config(cfg)
     assert ProgressiveSchedule.from_config(cfg, model_dropout_rate=0.2).stages[0].dropout_rate == 0.2
@@ -104,13 +105,13 @@ def test_from_config_takes_a_run_config_and_from_section_a_section():
     cfg = config_lib.build_config(model_name="efficientnetv2-s", dataset_cfg="imagenet",
                                   config_file=config_lib.config_path("recipes", "progressive_paper_s.yaml"))
     from_dict = ProgressiveSchedule.from_config(cfg)
-    assert ProgressiveSchedule.from_config(config_schema.RunConfig.from_dict(cfg)) == from_dict
+    assert ProgressiveSchedule.from_config(config_schema.RunConfig.from_dict(cfg.to_dict())) == from_dict
     section = dict(num_stages=4, total_epochs=350, image_size=[128, 300], randaug_magnitude=[5, 15],
                    mixup_alpha=[0, 0], cutmix_alpha=0, dropout_rate=[0.1, 0.3], drop_connect_rate=0.2,
                    batch_growth=False)
     assert ProgressiveSchedule.from_section(section) == from_dict
     # One form per constructor: a section is not a run config, nor the other way round.
-    with pytest.raises(ValueError, match="run config with a 'train' section.*from_section"):
+    with pytest.raises(ValueError, match="needs a run config.*from_section"):
         ProgressiveSchedule.from_config(section)
     with pytest.raises(ValueError, match="use ProgressiveSchedule.from_config"):
         ProgressiveSchedule.from_section(cfg)
@@ -171,7 +172,7 @@ def test_bad_values_name_the_argument(kwargs, message):
         ProgressiveSchedule(**args)
 
 
-def test_schedules_module_does_not_need_tensorflow():
+def test_progressive_module_does_not_need_tensorflow():
     """With TensorFlow blocked (the JAX GPU box), the schedule imports and builds; it imports neither TF nor Keras
     itself (the effnet_keras package imports Keras, which on the TF backend would load TF)."""
     code = textwrap.dedent("""
@@ -182,12 +183,12 @@ def test_schedules_module_does_not_need_tensorflow():
                     raise ImportError("blocked " + name)
         sys.meta_path.insert(0, Block())
         import ast, inspect
-        import effnet_keras.training.schedules as schedules
-        tree = ast.parse(inspect.getsource(schedules))
+        import effnet_keras.training.progressive as progressive
+        tree = ast.parse(inspect.getsource(progressive))
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert imported <= {"dataclasses", "math"}, imported
-        print(schedules.ProgressiveSchedule(4, 350, (128, 300)).stages[1].image_size, "tensorflow" in sys.modules)
+        assert imported <= {"dataclasses", "math", "effnet_keras"}, imported  # effnet_keras.config_schema: stdlib
+        print(progressive.ProgressiveSchedule(4, 350, (128, 300)).stages[1].image_size, "tensorflow" in sys.modules)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, KERAS_BACKEND="jax"))
@@ -203,14 +204,14 @@ def test_stage_regularisation_reaches_the_model_without_rebuilding():
 
     import effnet_keras
     from effnet_keras.layers import StochasticDepth
-    from effnet_keras.models import efficientnet
+    from effnet_keras.models import mbconv_net
     from effnet_keras.models import efficientnet_v2
 
     schedule = ProgressiveSchedule(3, 3, (32, 32), dropout_rate=(0.0, 0.5), drop_connect_rate=(0.0, 0.3))
     # The nano V2 net cut to its first four block stages: same builder and layer types, ~1 s to build.
     spec = dataclasses.replace(efficientnet_v2.v2_spec("nano"), blocks=efficientnet_v2.BASE_BLOCKS[:4], depth=1.0,
                                head_filters=64)
-    model = efficientnet.build_mbconv_net(spec, input_shape=(32, 32, 3), classes=4, dropout_rate=0.1)
+    model = mbconv_net.build_mbconv_net(spec, input_shape=(32, 32, 3), classes=4, dropout_rate=0.1)
     # Eager steps: no re-trace per stage (the trainer re-traces; set_regularization drops its train function).
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy",
                   run_eagerly=True)

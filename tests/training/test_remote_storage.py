@@ -17,6 +17,7 @@ import pytest
 from effnet_keras import fileio
 from effnet_keras import rundir
 from effnet_keras.training import config as config_lib
+from effnet_keras.training import finetune
 from tests.training.test_runs import TINY
 from tests.training.test_runs import tiny_config
 
@@ -57,7 +58,7 @@ def _no_temp_names(root):
 def _main(argv):
     from absl import flags
 
-    from effnet_keras.training import cli
+    from effnet_keras.cli import train as cli
 
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["main.py"] + argv)
@@ -89,7 +90,7 @@ def test_digits_demo_end_to_end_on_ram(ram_root, empty_cwd, capsys):
     assert json.loads(fileio.read_text(f"{model_dir}/eval_results.json"))["global_step"] == 14
     assert config_lib.load_yaml(f"{model_dir}/config.yaml")["train"]["max_steps"] == 14
     assert _progress(model_dir)[:3] == (1, 3, 1)  # stopped 3 steps into stage 1's epoch 1
-    assert fileio.walk_files(export_dir) == ["fingerprint.pb", "saved_model.pb",
+    assert fileio.walk_files(export_dir) == ["assets/effnet_export.json", "fingerprint.pb", "saved_model.pb",
                                              "variables/variables.data-00000-of-00001", "variables/variables.index"]
     assert tf.saved_model.load(export_dir)(tf.zeros([1, 32, 32, 3])).shape[0] == 1
 
@@ -179,11 +180,11 @@ def test_fine_tune_init_from_a_run_directory_on_ram(ram_root, empty_cwd):
 
     cfg = tiny_config(f"train.ft_init_ckpt={donor_dir},data.num_classes=12")
     model = rundir.build_model(cfg, 12, 32)
-    assert run_lib._init_from_checkpoint(model, donor_dir, cfg) == ["predictions"]
+    assert finetune.init_from_checkpoint(model, donor_dir, cfg) == ["predictions"]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel), 0.5)  # EMA
     # A weights file on ram:// (not a run directory) loads through the weights loaders.
     file_model = rundir.build_model(cfg, 12, 32)
-    assert run_lib._init_from_checkpoint(file_model, f"{donor_dir}/model.weights.h5", cfg) == ["predictions"]
+    assert finetune.init_from_checkpoint(file_model, f"{donor_dir}/model.weights.h5", cfg) == ["predictions"]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(file_model.get_layer("stem_conv").kernel), -1.0)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from effnet_keras import rundir
 from effnet_keras.training import config as config_lib
+from effnet_keras.training import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # nano on 32 px digits, no augmentation (fast, and the tests check the driver, not the augmenter).
@@ -93,7 +94,7 @@ def test_one_step_train_then_eval_and_errors(tmp_path):
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     from effnet_keras.training import run as run_lib
-    from effnet_keras.training.trainer import NonFiniteLoss
+    from effnet_keras.training.checkpointing import NonFiniteLoss
 
     model_dir = str(tmp_path / "nan")
     cfg = tiny_config("train.lr_base=1.0e12,train.epochs=1,train.ema_decay=0.0,train.label_smoothing=0.0,"
@@ -136,19 +137,19 @@ def test_fine_tune_init_restores_backbone_ema_and_reinitialises_other_head(tmp_p
     cfg = tiny_config(f"train.ft_init_ckpt={donor_dir},data.num_classes=12")
     model = rundir.build_model(cfg, 12, 32)
     head_before = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel).copy()
-    missing = run_lib._init_from_checkpoint(model, str(donor_dir), cfg)
+    missing = finetune.init_from_checkpoint(model, str(donor_dir), cfg)
     assert missing == ["predictions"]  # 10 -> 12 classes: head keeps its fresh init
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("predictions").kernel), head_before)
     stem = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)
     np.testing.assert_array_equal(stem, 0.5)  # EMA values preferred over the raw ones
     with pytest.raises(ValueError, match="train.ft_init_ckpt: .* no config.yaml there"):
-        run_lib._init_from_checkpoint(model, str(tmp_path), cfg)
+        finetune.init_from_checkpoint(model, str(tmp_path), cfg)
 
 
 def test_main_flags_one_step(tmp_path, capsys):
     from absl import flags
 
-    from effnet_keras.training import cli as main_lib
+    from effnet_keras.cli import train as main_lib
 
     model_dir = str(tmp_path / "main")
     argv = ["main.py", "--dataset_cfg=digits", f"--model_dir={model_dir}", "--mode=train", "--verbose=0",
@@ -188,15 +189,15 @@ def test_fine_tune_recipes_run_on_mock_tfds_from_a_weights_file(dataset_cfg, cla
     donor = tmp_path / "donor.weights.h5"  # a full 10-class file: the backbone loads, the head is new
     effnet_keras.get_model("efficientnetv2-nano", classes=10, input_shape=(32, 32, 3)).save_weights(str(donor))
     restored = []
-    original = run_lib._init_from_checkpoint
-    monkeypatch.setattr(run_lib, "_init_from_checkpoint",
+    original = finetune.init_from_checkpoint
+    monkeypatch.setattr(finetune, "init_from_checkpoint",
                         lambda *a, **k: restored.append(original(*a, **k)) or restored[-1])
     cfg = config_lib.build_config(
         model_name="efficientnetv2-nano", dataset_cfg=dataset_cfg,
         hparam_str=(f"train.ft_init_ckpt={donor},train.max_steps=2,train.batch_size=8,eval.batch_size=8,"
                     "train.image_size=32,eval.image_size=32,data.num_train_examples=16,data.num_eval_examples=8,"
                     "data.cache=false,data.shuffle_buffer=16,train.steps_per_execution=1"))
-    assert cfg["data"]["augment"] == "ft" and cfg["train"]["lr_sched"] == "constant"
+    assert cfg.data.augment == "ft" and cfg.train.lr_sched == "constant"
     # tfds' random cars196 examples are invalid (bbox min > max): the pipeline tests' stand-in.
     from tests.data.test_sources import _cars196_examples
 
@@ -206,7 +207,7 @@ def test_fine_tune_recipes_run_on_mock_tfds_from_a_weights_file(dataset_cfg, cla
     assert restored == [["predictions"]]  # backbone from the file, a fresh `classes`-way head
     assert [h["steps"] for h in result["history"]] == [2] and np.isfinite(result["history"][0]["loss"])
     assert result["eval"]["global_step"] == 2 and 0.0 <= result["eval"]["top1"] <= 1.0
-    assert cfg["data"]["num_classes"] == classes
+    assert cfg.data.num_classes == classes
 
 
 def test_progressive_stages_share_one_traced_step(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Per-image decode, crop and resize. Output float32 [size, size, 3] in [0, 255]; the models normalise inside.
+"""Per-image decode, crop and resize. Output float32 [size, size, 3] in [0, 255]; the models normalise inside
+(their "preprocessing", effnet_keras.preprocessing, is the input normalisation only).
 
 `image` is encoded bytes (JPEG, or PNG/GIF/BMP as TFDS stores CIFAR) or uint8
 [H, W, 3] pixels. JPEGs are cropped while decoding (`decode_and_crop_jpeg`
