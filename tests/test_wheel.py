@@ -71,13 +71,29 @@ def test_wheel_contents(wheel):
     assert "main.py" not in names, "the wheel must not install a top-level `main` module"
     for required in ("effnet_keras/configs/base.yaml", "effnet_keras/configs/recipes/digits_demo.yaml",
                      "effnet_keras/configs/datasets/imagenet.yaml", "effnet_keras/weights/registry.json",
-                     "effnet_keras/training/cli.py", "hub_export/savedmodel.py",
+                     "effnet_keras/cli/train.py", "effnet_keras/export/savedmodel.py", "hub_export/__main__.py",
                      "effnet_keras/labels/imagenet1k.txt", "effnet_keras/labels/imagenet21k.txt"):
         assert required in names, f"{required} missing from {os.path.basename(wheel)}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for script in ("effnet-train", "effnet-export", "effnet-cam", "effnet-convert", "effnet-predict"):
         assert f"{script} =" in text
+
+
+def test_base_install_is_models_weights_predict(wheel):
+    """A JAX / torch user who installs the wheel without extras gets no TensorFlow; [train] brings it
+    as a range (a TPU VM's own 2.16+ satisfies it), [train-tpu] everything but it."""
+    import zipfile
+
+    archive = zipfile.ZipFile(wheel)
+    metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    base = sorted(r.split(";")[0].replace(" ", "") for r in requires if "extra ==" not in r)
+    assert base == ["h5py", "keras>=3.0", "numpy", "pillow", "pyyaml"], base
+    def extra(name):
+        return sorted(r.split(";")[0].replace(" ", "") for r in requires if f'extra == "{name}"' in r)
+    assert "tensorflow>=2.16" in extra("train") and "keras<3.16,>=3.15" in extra("train"), extra("train")
+    assert not any(r.startswith("tensorflow") for r in extra("train-tpu")), extra("train-tpu")
 
 
 def test_console_scripts_from_an_empty_folder(venv, tmp_path):
