@@ -74,6 +74,8 @@ def test_fine_tune_real_lite0_on_59_photos_with_the_defaults(photo_folder, tmp_p
                                      overrides={"data": {"data_dir": photo_folder}},
                                      hparam_str=f"model.weights={weights},train.max_steps=1")
     assert config.train.batch_size == 64 and config.train.image_size is None
+    # A ~50-step fine-tune: BN statistics must catch up within it (0.99 left eval at 75 % top-1).
+    assert config.model.bn_momentum == 0.9
     with caplog.at_level("WARNING"):
         result = run_lib.run(config, model_dir=str(tmp_path / "run"), verbose=0)
     assert "train.batch_size=64 is larger than the 47 training examples: training with batch 47" in caplog.text
@@ -81,3 +83,7 @@ def test_fine_tune_real_lite0_on_59_photos_with_the_defaults(photo_folder, tmp_p
     assert result["eval"]["global_step"] == 1 and 0.0 <= result["eval"]["top1"] <= 1.0
     with open(tmp_path / "run" / "labels.txt") as f:
         assert f.read().split() == sorted(PHOTOS)
+    from effnet_keras import rundir
+
+    built = rundir.RunDir.open(str(tmp_path / "run")).build(64)
+    assert {layer.momentum for layer in built.layers if "BatchNormalization" in type(layer).__name__} == {0.9}
