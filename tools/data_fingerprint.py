@@ -70,11 +70,18 @@ def write_folder(root):
 
 def cases(tmp):
     from effnet_keras.training import config as config_lib
-    from effnet_keras.training.schedules import ProgressiveSchedule
+
+    try:
+        from effnet_keras.training.progressive import ProgressiveSchedule
+    except ImportError:  # before training/schedules.py was renamed: baselines are made from older commits
+        from effnet_keras.training.schedules import ProgressiveSchedule
 
     def data(name, **overrides):
         typed = {k: overrides.pop(k) for k in ("data_dir",) if k in overrides}
-        cfg = config_lib.build_config(dataset_cfg=name, overrides={"data": typed} if typed else None).data.to_dict()
+        config = config_lib.build_config(dataset_cfg=name, overrides={"data": typed} if typed else None)
+        cfg = config["data"] if isinstance(config, dict) else config.data.to_dict()  # older releases: a dict
+        if "ram" in cfg:  # older releases' name of data.randaug_magnitude
+            overrides["ram"] = overrides.pop("randaug_magnitude", cfg["ram"])
         cfg.update(overrides)
         return cfg
 
