@@ -59,18 +59,18 @@ def main(argv=None):
 def _export(parser, args):
     from effnet_keras.export import export
 
-    common.check_positive(parser, args, "image_size", "classes")
-    classification = args.kind == "classification"
-    loaded = common.model_from_args(args, classifier=classification)
-    class_names = _known_names(loaded) if classification else None
     from effnet_keras.export.api import tflite_kinds
     from effnet_keras.export.onnx import OnnxExportError
     from effnet_keras.export.tflite import QuantizationError
 
-    try:
+    common.check_positive(parser, args, "image_size", "classes")
+    try:  # a typo'd kind is refused before minutes of model building
         kinds = tflite_kinds(args.tflite)
     except ValueError as err:
         parser.error(f"--tflite: {err}")
+    classification = args.kind == "classification"
+    loaded = common.model_from_args(args, classifier=classification)
+    class_names = _known_names(loaded) if classification else None
     calibration = calibration_images(args, loaded) if set(kinds) & {"fp16", "int8"} else None
     try:
         result = export(loaded.model, args.export_dir, kind=args.kind, image_size=loaded.image_size, tflite=kinds,
