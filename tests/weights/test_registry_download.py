@@ -21,12 +21,17 @@ EXPECTED = {
     "efficientnet-l2": {"noisy-student"},
     **{f"efficientnetv2-{v}": {"imagenet", "imagenet21k", "imagenet21k-ft1k"} for v in ("b0", "b1", "b2", "b3", "s", "m", "l")},
     "efficientnetv2-xl": {"imagenet21k", "imagenet21k-ft1k"},
+    # tensorflow/tpu's lite/README.md: efficientnet-lite0..4.tar.gz (ImageNet, EMA variables).
+    **{f"efficientnet-lite{i}": {"imagenet"} for i in range(5)},
 }
 
 
 def test_registry_has_every_published_model_and_id_and_is_well_formed():
     assert {m: set(registry.weight_ids(m)) for m in registry.models_with_weights()} == EXPECTED
-    assert registry.validate_table() == sum(len(v) for v in EXPECTED.values()) == 50
+    assert registry.validate_table() == sum(len(v) for v in EXPECTED.values()) == 55
+    lite4 = registry.lookup("efficientnet-lite4", "imagenet")
+    assert (lite4.classes, lite4.preprocessing, lite4.format) == (1000, "centered_127_128", "tf_checkpoint")
+    assert lite4.url.endswith("/efficientnet/lite/efficientnet-lite4.tar.gz")
     s21k = registry.lookup("efficientnetv2-s", "imagenet21k")
     assert (s21k.classes, s21k.preprocessing, s21k.format) == (21843, "centered_128", "tf_checkpoint")
     assert s21k.url.endswith("/efficientnet/v2/efficientnetv2-s-21k.tgz")
