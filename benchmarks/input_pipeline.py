@@ -6,11 +6,16 @@ so JPEG decoding costs what it costs on ImageNet): random crops at ImageNet's
 typical 500 x 333..500 px, quality 96 (~ImageNet's ~110 KB per image). Then times `effnet_keras.data.build_dataset`
 for the train split — decode + inception crop + resize + flip + RandAugment
 (+ Mixup/CutMix if asked) — at --size, with tf.data limited to --threads threads
-(`private_threadpool_size`, one intra-op thread). img/s / threads = img/s per core;
-the median of --repeats windows of --batches batches (min and max printed too).
+(`private_threadpool_size`, one intra-op thread) and the whole process pinned to
+as many CPUs as the largest --threads (`--pin`, on by default: compiled kernels may
+use TensorFlow's own intra-op threads, which would make "per core" two cores).
+img/s / threads = img/s per core; the median of --repeats windows of --batches
+batches (min and max printed too).
 
     python benchmarks/input_pipeline.py --threads 1,2 --size 300 --ram 15
     python benchmarks/input_pipeline.py --threads 1 --augment none          # decode + crop + flip only
+    python benchmarks/input_pipeline.py --threads 1 --augment randaugment,none   # both, windows interleaved,
+                                                                            # and their ratio
     python benchmarks/input_pipeline.py --threads 1 --keras-randaugment     # keras.layers.RandAugment, for comparison
 
 One JSON line per measurement on stdout.
@@ -67,11 +72,11 @@ def write_tfrecords(folder, num_images, num_files, seed=0):
     return paths, float(np.mean(sizes)), float(np.mean(heights)), float(np.mean(widths))
 
 
-def data_config(data_dir, args):
+def data_config(data_dir, args, augment):
     from effnet_keras.training import config as config_lib
 
     data = config_lib.build_config(dataset_cfg="imagenet").data
-    return dataclasses.replace(data, data_dir=data_dir, train_split="train-*", augment=args.augment,
+    return dataclasses.replace(data, data_dir=data_dir, train_split="train-*", augment=augment,
                                randaug_magnitude=args.ram, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
                                shuffle_buffer=1024, cache=True, deterministic=args.deterministic)
 
@@ -96,27 +101,44 @@ def keras_randaugment_dataset(cfg, args):
     return ds.batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def measure(dataset, threads, batches, warmup, repeats):
-    """img/s of `repeats` back-to-back windows of `batches` batches each, from one iterator.
+def pin_process(num_cpus):
+    """Restrict every thread of this process (and the threads they start) to the first `num_cpus` CPUs."""
+    cpus = set(sorted(os.sched_getaffinity(0))[:num_cpus])
+    for thread_id in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(thread_id), cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return sorted(cpus)
+
+
+def measure(datasets, threads, batches, warmup, repeats):
+    """{name: img/s of `repeats` windows of `batches` batches each}.
 
     Several windows, not one long one: this VM has spells in which the process gets
     about half its CPU (a step that takes 106 ms takes 213 ms), seconds long; the
-    median window is the pipeline's speed, min/max show the spread.
+    median window is the pipeline's speed, min/max show the spread. With several
+    datasets their windows take turns, so a slow spell hits them alike and their
+    ratio is measured in the same conditions; each window has an iterator of its own
+    (after `warmup` batches), since an idle iterator would go on filling its prefetch
+    buffers while another is timed.
     """
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
-    iterator = iter(dataset.with_options(options))
-    for _ in range(warmup):
-        next(iterator)
-    rates = []
+    rates = {name: [] for name in datasets}
     for _ in range(repeats):
-        start = time.perf_counter()
-        images = 0
-        for _ in range(batches):
-            x, _ = next(iterator)
-            images += int(x.shape[0])
-        rates.append(images / (time.perf_counter() - start))
+        for name, dataset in datasets.items():
+            iterator = iter(dataset.with_options(options))
+            for _ in range(warmup):
+                next(iterator)
+            start = time.perf_counter()
+            images = 0
+            for _ in range(batches):
+                x, _ = next(iterator)
+                images += int(x.shape[0])
+            rates[name].append(images / (time.perf_counter() - start))
+            del iterator
     return rates
 
 
@@ -129,37 +151,55 @@ def main():
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
     parser.add_argument("--images", type=int, default=512, help="JPEGs to generate (cached in memory as bytes)")
-    parser.add_argument("--augment", default="randaugment", choices=["randaugment", "none", "ft"])
+    parser.add_argument("--augment", default="randaugment",
+                        help="randaugment, none or ft; comma-separated to time several in one run (with ratios)")
     parser.add_argument("--ram", type=float, default=15.0, help="RandAugment magnitude (automl 0-30 scale)")
     parser.add_argument("--mixup", type=float, default=0.0)
     parser.add_argument("--cutmix", type=float, default=0.0)
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="pin the process to max(--threads) CPUs (Linux)")
     parser.add_argument("--keras-randaugment", action="store_true", help="time keras.layers.RandAugment instead")
     args = parser.parse_args()
 
     from effnet_keras import data
 
+    augments = args.augment.split(",")
+    if any(a not in ("randaugment", "none", "ft") for a in augments):
+        parser.error(f"--augment takes randaugment, none or ft (comma-separated); got {args.augment!r}")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    pinned = pin_process(max(thread_counts)) if args.pin else None
     with tempfile.TemporaryDirectory() as folder:
         files, jpeg_bytes, height, width = write_tfrecords(folder, args.images, num_files=8)
-        cfg = data_config(folder, args)
-        for threads in (int(t) for t in args.threads.split(",")):
-            if args.keras_randaugment:
-                dataset = keras_randaugment_dataset(cfg, args)
-            else:
-                dataset = data.build_dataset(cfg, split="train", image_size=args.size, batch_size=args.batch,
-                                             seed=0 if args.deterministic else None, repeat=True)
-            rates = sorted(measure(dataset, threads, args.batches, args.warmup, args.repeats))
-            rate = rates[len(rates) // 2]
-            print(json.dumps({
-                "pipeline": "keras.layers.RandAugment" if args.keras_randaugment else f"effnet_keras ({args.augment})",
-                "size": args.size, "ram": args.ram, "mixup": args.mixup, "cutmix": args.cutmix,
-                "deterministic": args.deterministic, "threads": threads, "img_per_s": round(rate, 1),
-                "img_per_s_per_core": round(rate / threads, 1),
-                "windows_per_core_min_max": [round(rates[0] / threads, 1), round(rates[-1] / threads, 1)],
-                "windows": len(rates), "jpeg_kb": round(jpeg_bytes / 1024, 1),
-                "jpeg_hw": [round(height), round(width)], "cpu": platform.processor() or platform.machine(),
-                "cores": os.cpu_count(), "tf": tf.__version__,
-            }), flush=True)
+        for threads in thread_counts:
+            datasets = {}
+            for augment in augments:
+                cfg = data_config(folder, args, augment)
+                if args.keras_randaugment:
+                    name, dataset = "keras.layers.RandAugment", keras_randaugment_dataset(cfg, args)
+                else:
+                    name = f"effnet_keras ({augment})"
+                    dataset = data.build_dataset(cfg, split="train", image_size=args.size, batch_size=args.batch,
+                                                 seed=0 if args.deterministic else None, repeat=True)
+                datasets[name] = dataset
+            medians = {}
+            for name, rates in measure(datasets, threads, args.batches, args.warmup, args.repeats).items():
+                rates = sorted(rates)
+                medians[name] = rate = rates[len(rates) // 2]
+                print(json.dumps({
+                    "pipeline": name, "size": args.size, "ram": args.ram, "mixup": args.mixup,
+                    "cutmix": args.cutmix, "deterministic": args.deterministic, "threads": threads,
+                    "img_per_s": round(rate, 1), "img_per_s_per_core": round(rate / threads, 1),
+                    "windows_per_core_min_max": [round(rates[0] / threads, 1), round(rates[-1] / threads, 1)],
+                    "windows": len(rates), "jpeg_kb": round(jpeg_bytes / 1024, 1),
+                    "jpeg_hw": [round(height), round(width)], "cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "pinned_cpus": pinned, "tf": tf.__version__,
+                }), flush=True)
+            if len(medians) > 1:
+                (first, first_rate), *others = medians.items()
+                for name, rate in others:
+                    print(json.dumps({"ratio": f"{first} / {name}", "threads": threads,
+                                      "value": round(first_rate / rate, 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ Every op is a Keras layer (`keras.layers.RandomRotation`, `MixUp`, `CutMix`,
   one direction, brightness only up, sharpness only blur). `RandAugment` below
   runs automl's 16-op policy with `tf.switch_case`, so only the chosen ops run,
   each from the matching Keras layer set to automl's strength (docs/data.md
-  has the magnitude table).
+  has the magnitude table), its pixel kernel compiled by XLA.
 
 CutMix: Keras' layer mixes each sample's label by the real-valued box area while
 its mask pastes whole pixels; `CutMix` below sets each sample's label weight to
@@ -29,6 +29,7 @@ batch-averaged weight for every sample).
 """
 
 import contextlib
+import functools
 
 import keras
 import tensorflow as tf
@@ -118,7 +119,7 @@ def randaugment_ops(magnitude, fill_value=GREY):
         ("color", fast_layers.FastRandomColorDegeneration(factor=0.9 * capped, **color)),
         ("contrast", fast_layers.FastRandomContrast(factor=(0.9 * capped, 0.9 * capped), **color)),
         ("brightness", layers.RandomBrightness(factor=0.4 * capped, **color)),
-        ("sharpness", layers.RandomSharpness(factor=((1 - 0.9 * capped) / 2, (1 + 0.9 * capped) / 2), **color)),
+        ("sharpness", fast_layers.FastRandomSharpness(factor=((1 - 0.9 * capped) / 2, (1 + 0.9 * capped) / 2), **color)),
         # x/y shear with strength exactly 0.3*level and a random sign, as automl.
         ("shear_x", fast_layers.FastRandomShear(x_factor=(shear, shear), y_factor=0.0, **geo)),
         ("shear_y", fast_layers.FastRandomShear(x_factor=0.0, y_factor=(shear, shear), **geo)),
@@ -136,7 +137,8 @@ class RandAugment:
     """Per image: `num_layers` times, pick one of the 16 ops uniformly and apply it (automl's policy).
 
     `__call__(image, seed)` takes a float32 [H, W, 3] image in [0, 255] and an
-    int64 [2] seed; only the chosen ops execute (`tf.switch_case`).
+    int64 [2] seed; only the chosen ops execute (`tf.switch_case`), each one's draw
+    by its Keras layer and its pixel kernel XLA-compiled (`compiled_kernel`).
     """
 
     def __init__(self, magnitude, num_layers=2):
@@ -144,6 +146,7 @@ class RandAugment:
             raise ValueError(f"data.ra_num_layers must be an integer >= 0. Received: {num_layers!r}")
         self.magnitude, self.num_layers = float(magnitude), num_layers
         self.ops = randaugment_ops(magnitude)
+        self.kernels = [compiled_kernel(layer) for _, layer in self.ops]
 
     def __call__(self, image, seed):
         shape = image.shape
@@ -154,7 +157,8 @@ class RandAugment:
             layer_seed = fold(seed, layer_index)
             choice = tf.random.stateless_uniform([], layer_seed, 0, len(self.ops), dtype=tf.int32)
             op_seed = fold(layer_seed, 7919)
-            branches = [self._branch(layer, images, op_seed) for _, layer in self.ops]
+            branches = [self._branch(layer, kernel, images, op_seed)
+                        for (_, layer), kernel in zip(self.ops, self.kernels)]
             return layer_index + 1, tf.ensure_shape(tf.switch_case(choice, branches), images.shape)
 
         # A loop, not num_layers unrolled copies: the 16 branches are traced and instantiated
@@ -165,8 +169,40 @@ class RandAugment:
         return tf.ensure_shape(images[0], shape)
 
     @staticmethod
-    def _branch(layer, images, seed):
-        return lambda: tf.cast(apply_layer(layer, images, seed), tf.float32)
+    def _branch(layer, kernel, images, seed):
+        def run():
+            with _tensorflow_backend(layer):
+                transformation = layer.get_random_transformation(images, training=True, seed=ElementSeed(seed))
+            return tf.cast(kernel(images, transformation), tf.float32)
+
+        return run
+
+
+def compiled_kernel(layer):
+    """layer.transform_images as an XLA-compiled function (its random draws stay outside, in TF's kernels).
+
+    XLA fuses each op's elementwise passes into one loop over the image and runs its
+    gathers and histograms several times faster than TF's CPU kernels (docs/data.md).
+    The kernels use static shapes only (a draw-dependent slice size would recompile per
+    draw). Where this TensorFlow has no XLA CPU compiler, the same kernel runs uncompiled.
+    """
+
+    def kernel(images, transformation):
+        with _tensorflow_backend(layer):
+            return layer.transform_images(images, transformation, training=True)
+
+    if not _xla_available():
+        return kernel
+    return tf.function(kernel, jit_compile=True, autograph=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_available():
+    try:
+        tf.function(lambda x: x + 1.0, jit_compile=True)(tf.zeros([1]))
+        return True
+    except (tf.errors.OpError, NotImplementedError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------- batch mixing

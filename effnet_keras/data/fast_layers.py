@@ -10,17 +10,19 @@ layer itself (same constructor, same `get_random_transformation`, so the same
 random draws from the same seed and the same matrices) with only the pixel
 kernel replaced:
 
-* geometric (rotation, shear): nearest-neighbour warp as one row-gather of
-  [H*W, C] pixels at indices computed on the [H, W] grid; translation: a whole-
-  pixel shift (pad + slice);
-* per-channel affine maps (auto-contrast, contrast, colour degeneration): a
-  1x1 convolution and `bias_add`, which TF fuses into one oneDNN kernel;
-* equalisation: one `bincount` and one gather over channel-offset bins;
-* erasing: the box as integer slices, not a full-size mask and fill image.
+* geometric (rotation, shear, translation): nearest-neighbour warp as one row-gather
+  of [H*W, C] pixels at indices computed from row and column terms drawn with the
+  transformation (`warp_axes`);
+* per-channel affine maps (auto-contrast, contrast, colour degeneration) and
+  sharpness: elementwise expressions XLA fuses into one pass;
+* equalisation: one segment sum and one gather over channel-offset bins;
+* erasing: the box as a mask from integer bounds.
 
-tests/pipeline/test_fast_layers.py checks every class against its Keras parent on
-the same transformation. The fast kernels take one image (batch 1, as RandAugment
-calls them); any other batch falls back to the parent's kernel.
+RandAugment runs these kernels XLA-compiled (augment.compiled_kernel), so each is
+written with static shapes only. tests/data/test_fast_layers.py checks every class
+against its Keras parent on the same transformation, and every RandAugment op
+compiled against uncompiled. The fast kernels take one image (batch 1, as
+RandAugment calls them); any other batch falls back to the parent's kernel.
 """
 
 import keras
@@ -34,23 +36,36 @@ def _single_image(images):
     return shape is not None and len(shape) == 4 and shape[0] == 1
 
 
-def warp_nearest(images, transform, fill_value):
+def warp_axes(transform, height, width):
+    """An affine warp's source coordinates as row and column terms, [B, W] and [B, H] each.
+
+    Output pixel (x, y) reads input (a0 x + (a1 y + a2), b0 x + (b1 y + b2)) (Keras'
+    layout a0 a1 a2 b0 b1 b2 0 0). Computed apart from the pixel pass, so the pass
+    only adds: XLA's CPU compiler always contracts a multiply feeding an add into
+    one fused multiply-add, whose different rounding would move a coordinate that
+    lies within an ulp of a half to the neighbouring pixel.
+    """
+    transform = tf.reshape(tf.cast(transform, tf.float32), [-1, 8])
+    a0, a1, a2, b0, b1, b2 = (transform[:, k:k + 1] for k in range(6))
+    xs = tf.range(width, dtype=tf.float32)[None, :]
+    ys = tf.range(height, dtype=tf.float32)[None, :]
+    return {"x_by_column": a0 * xs, "x_by_row": a1 * ys + a2, "y_by_column": b0 * xs, "y_by_row": b1 * ys + b2}
+
+
+def warp_nearest(images, transform, fill_value, axes=None):
     """`ImageProjectiveTransformV3` (NEAREST, CONSTANT fill) for affine transforms, as one row gather.
 
-    images [B, H, W, C]; transform [B, 8] or [8] (a0 a1 a2 b0 b1 b2 0 0, Keras'
-    layout): output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2)
-    rounded half away from zero (TF's std::round); outside the image it is
-    `fill_value`. The projective terms must be 0 (rotation, shear and translation
+    images [B, H, W, C]; transform [B, 8] or [8] (Keras' layout, see `warp_axes`, or
+    the precomputed `axes`): output pixel (x, y) reads the input at its source
+    coordinates rounded half away from zero (TF's std::round); outside the image it
+    is `fill_value`. The projective terms must be 0 (rotation, shear and translation
     matrices are affine).
     """
     batch, height, width, channels = (images.shape[i] if images.shape[i] is not None else tf.shape(images)[i]
                                       for i in range(4))
-    transform = tf.reshape(tf.cast(transform, tf.float32), [-1, 8])
-    a0, a1, a2, b0, b1, b2 = (tf.reshape(transform[:, k], [-1, 1, 1]) for k in range(6))
-    xs = tf.range(width, dtype=tf.float32)[None, None, :]
-    ys = tf.range(height, dtype=tf.float32)[None, :, None]
-    source_x = a0 * xs + (a1 * ys + a2)  # [B, H, W] from a row and a column: one full-size pass
-    source_y = b0 * xs + (b1 * ys + b2)
+    axes = axes if axes is not None else warp_axes(transform, height, width)
+    source_x = axes["x_by_column"][:, None, :] + axes["x_by_row"][:, :, None]  # [B, H, W]: one full-size pass
+    source_y = axes["y_by_column"][:, None, :] + axes["y_by_row"][:, :, None]
     # round(v) lies in [0, n - 1]  <=>  -0.5 < v < n - 0.5 (halves round away from zero).
     inside = ((source_x > -0.5) & (source_x < tf.cast(width, tf.float32) - 0.5)
               & (source_y > -0.5) & (source_y < tf.cast(height, tf.float32) - 0.5))
@@ -64,21 +79,12 @@ def warp_nearest(images, transform, fill_value):
     return tf.reshape(tf.gather(flat, index), tf.shape(images))
 
 
-def shift_image(images, shift_x, shift_y, fill_value):
-    """Output pixel (x, y) = input (x + shift_x, y + shift_y), `fill_value` outside; integer shifts."""
-    height, width = images.shape[1], images.shape[2]
-    shift_x = tf.clip_by_value(shift_x, -width, width)
-    shift_y = tf.clip_by_value(shift_y, -height, height)
-    padded = tf.pad(images, [[0, 0], [tf.maximum(-shift_y, 0), tf.maximum(shift_y, 0)],
-                             [tf.maximum(-shift_x, 0), tf.maximum(shift_x, 0)], [0, 0]],
-                    constant_values=tf.cast(fill_value, images.dtype))
-    out = padded[:, tf.maximum(shift_y, 0):tf.maximum(shift_y, 0) + height,
-                 tf.maximum(shift_x, 0):tf.maximum(shift_x, 0) + width]
-    return tf.ensure_shape(out, images.shape)
-
-
 class _NearestWarp:
-    """Mixin: Keras' geometric layer, its affine_transform replaced by `warp_nearest`."""
+    """Mixin: Keras' geometric layer, its affine_transform replaced by `warp_nearest`.
+
+    The drawn transformation also carries the warp's row and column terms
+    (`warp_axes`), computed where the draw is, outside RandAugment's compiled kernels.
+    """
 
     def _matrix(self, transformation):
         raise NotImplementedError
@@ -87,11 +93,19 @@ class _NearestWarp:
         return (interpolation == "nearest" and self.fill_mode == "constant" and self.data_format == "channels_last"
                 and len(images.shape) == 4 and None not in images.shape[1:])
 
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training=training, seed=seed)
+        images = data["images"] if isinstance(data, dict) else data
+        if transformation is not None and self._fast(images, self.interpolation):
+            transformation["warp_axes"] = warp_axes(self._matrix(transformation), images.shape[1], images.shape[2])
+        return transformation
+
     # Overrides keras_internals.IMAGE_TRANSFORM_HOOK (checked to exist by keras_internals.check_private_hooks).
     def _transform_images(self, images, transformation, interpolation):
         if transformation is None or not self._fast(images, interpolation):
             return super()._transform_images(images, transformation, interpolation)
-        return warp_nearest(images, self._matrix(transformation), self.fill_value)
+        return warp_nearest(images, self._matrix(transformation), self.fill_value,
+                            axes=transformation.get("warp_axes"))
 
 
 class FastRandomRotation(_NearestWarp, keras.layers.RandomRotation):
@@ -105,45 +119,8 @@ class FastRandomShear(_NearestWarp, keras.layers.RandomShear):
 
 
 class FastRandomTranslation(_NearestWarp, keras.layers.RandomTranslation):
-    """Translation by whole pixels (nearest): a pad and a slice of one image, no gather."""
-
     def _matrix(self, transformation):
         return keras_internals.translation_matrix(self, transformation["translations"])
-
-    def _transform_images(self, images, transformation, interpolation):
-        if transformation is None or not self._fast(images, interpolation) or not _single_image(images):
-            return super()._transform_images(images, transformation, interpolation)
-        # Keras' matrix reads input x - dx at output x: round(x - dx) = x + round(-dx) for integer x
-        # (they differ only when dx is exactly a half, where std::round's side depends on x's sign).
-        shifts = tf.cast(_round_half_away(-tf.reshape(transformation["translations"], [2])), tf.int32)
-        return shift_image(images, shifts[0], shifts[1], self.fill_value)
-
-
-def _round_half_away(values):
-    return tf.sign(values) * tf.floor(tf.abs(values) + 0.5)
-
-
-def _channel_major(image):
-    """[1, H, W, C] -> [C, H*W]: per-channel reductions along the fast axis."""
-    return tf.transpose(tf.reshape(image, [-1, image.shape[-1]]))
-
-
-def _per_channel_affine(image, matrix, offset=None, clip=True):
-    """image [1, H, W, C] -> clip(pixels @ matrix + offset), matrix [C, C], offset [C].
-
-    A 1x1 convolution and a bias_add: TF's graph optimiser fuses the two into one
-    oneDNN kernel, the fastest per-channel affine map on CPU (measured in docs/data.md).
-    """
-    out = tf.nn.conv2d(image, matrix[None, None], strides=1, padding="VALID")
-    if offset is not None:
-        out = tf.nn.bias_add(out, offset)
-    return tf.clip_by_value(out, 0.0, 255.0) if clip else out
-
-
-def _channel_means(image):
-    """[1, H, W, C] -> [C]: a [1, H*W] x [H*W, C] matmul, faster than a reduction over the pixel axis."""
-    pixels = tf.reshape(image, [-1, image.shape[-1]])
-    return tf.matmul(tf.fill([1, tf.shape(pixels)[0]], 1.0 / tf.cast(tf.shape(pixels)[0], tf.float32)), pixels)[0]
 
 
 class FastAutoContrast(keras.layers.AutoContrast):
@@ -153,12 +130,11 @@ class FastAutoContrast(keras.layers.AutoContrast):
         if not _single_image(images) or tuple(self.value_range) != (0, 255):
             return super().transform_images(images, transformation, training)
         images = tf.cast(images, tf.float32)
-        channels = _channel_major(images)
-        low, high = tf.reduce_min(channels, axis=1), tf.reduce_max(channels, axis=1)
+        low, high = tf.reduce_min(images, axis=(0, 1, 2)), tf.reduce_max(images, axis=(0, 1, 2))
         stretch = high > low
         scale = tf.where(stretch, 255.0 / tf.where(stretch, high - low, 1.0), 1.0)
         offset = tf.where(stretch, -low * scale, 0.0)
-        return _per_channel_affine(images, tf.linalg.diag(scale), offset)
+        return tf.clip_by_value(images * scale + offset, 0.0, 255.0)
 
 
 class FastRandomContrast(keras.layers.RandomContrast):
@@ -169,13 +145,12 @@ class FastRandomContrast(keras.layers.RandomContrast):
             return super().transform_images(images, transformation, training)
         factor = tf.reshape(tf.cast(transformation["contrast_factor"], tf.float32), [])
         images = tf.cast(images, tf.float32)
-        mean = _channel_means(images)
-        channels = images.shape[-1]
-        return _per_channel_affine(images, factor * tf.eye(channels), mean * (1.0 - factor))
+        mean = tf.reduce_mean(images, axis=(0, 1, 2))
+        return tf.clip_by_value(images * factor + mean * (1.0 - factor), 0.0, 255.0)
 
 
 class FastRandomColorDegeneration(keras.layers.RandomColorDegeneration):
-    """x + factor * (grey - x), clipped; grey uses rgb_to_grayscale's weights, so it is one 3x3 map."""
+    """x + factor * (grey - x), clipped; grey with rgb_to_grayscale's weights."""
 
     GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
@@ -183,11 +158,12 @@ class FastRandomColorDegeneration(keras.layers.RandomColorDegeneration):
         if not training or not _single_image(images) or images.shape[-1] != 3 or self.data_format != "channels_last":
             return super().transform_images(images, transformation, training)
         factor = tf.reshape(tf.cast(transformation["factor"], tf.float32), [])
-        to_grey = tf.tile(tf.constant(self.GREY_WEIGHTS, tf.float32)[:, None], [1, 3])  # [from, to]
-        matrix = (1.0 - factor) * tf.eye(3) + factor * to_grey
+        images = tf.cast(images, tf.float32)
+        red, green, blue = tf.unstack(images, axis=-1)
+        weight_r, weight_g, weight_b = self.GREY_WEIGHTS
+        grey = (red * weight_r + green * weight_g + blue * weight_b)[..., None]
         low, high = self.value_range
-        out = _per_channel_affine(tf.cast(images, tf.float32), matrix, clip=False)
-        return tf.clip_by_value(out, float(low), float(high))
+        return tf.clip_by_value(images + factor * (grey - images), float(low), float(high))
 
 
 class FastEqualization(keras.layers.Equalization):
@@ -199,17 +175,17 @@ class FastEqualization(keras.layers.Equalization):
 
     def transform_images(self, images, transformation, training=True):
         if not training or not _single_image(images) or tuple(self.value_range) != (0, 255) \
-                or self.data_format != "channels_last" or int(self.bins) != 256:
+                or self.data_format != "channels_last" or int(self.bins) != 256 or None in images.shape[1:] \
+                or images.shape[1] * images.shape[2] >= 2**24:
             return super().transform_images(images, transformation, training)
         images = tf.cast(images, tf.float32)
         channels = images.shape[-1]
         # Keras bins int(x * 255 / 255); for x in [0, 255] (RandAugment's input) that is int(x), up
-        # to one ulp below an integer. Channel c's bins are offset by 256 c: an exact float add done
-        # by `_per_channel_affine` (a broadcast add of a [C] vector is 3x slower on CPU).
-        offsets = tf.range(channels, dtype=tf.float32) * 256.0
-        index = tf.cast(_per_channel_affine(images, tf.eye(channels), offsets, clip=False), tf.int32)
-        hist = tf.reshape(tf.math.bincount(index, minlength=256 * channels, maxlength=256 * channels),
-                          [channels, 256])
+        # to one ulp below an integer. Channel c's bins are offset by 256 c, so one segment sum
+        # counts all three (float counts: exact below 2**24 pixels, and XLA's fastest scatter).
+        index = tf.cast(images, tf.int32) + tf.range(channels) * 256
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(index, tf.float32), index, 256 * channels)
+        hist = tf.reshape(tf.cast(counts, tf.int32), [channels, 256])
         cdf = tf.cumsum(hist, axis=1)
         cdf_min = tf.reduce_min(tf.where(cdf > 0, cdf, cdf[:, -1:]), axis=1, keepdims=True)
         denominator = cdf[:, -1:] - cdf_min
@@ -219,9 +195,29 @@ class FastEqualization(keras.layers.Equalization):
         equalized = tf.reshape(tf.gather(tf.reshape(table, [-1]), index), tf.shape(images))
         # A channel with at most one non-empty bin stays as it is (rare: a constant channel).
         flat = tf.math.count_nonzero(hist, axis=1) <= 1
-        return tf.cond(tf.reduce_any(flat),
-                       lambda: tf.where(tf.reshape(flat, [1, 1, 1, -1]), images, equalized),
-                       lambda: equalized)
+        return tf.where(tf.reshape(flat, [1, 1, 1, -1]), images, equalized)
+
+
+class FastRandomSharpness(keras.layers.RandomSharpness):
+    """x + (1 - 2 factor) * (smooth(x) - x), clipped; smooth = Keras' 3x3 kernel (1/13, centre 5/13), zero-padded.
+
+    The 3x3 depthwise convolution as nine shifted slices of one padded image: XLA fuses
+    them into one pass (its CPU depthwise convolution takes ~14 ms at 300 px).
+    """
+
+    def transform_images(self, images, transformation=None, training=True):
+        if not training or not _single_image(images) or self.data_format != "channels_last" \
+                or None in images.shape[1:]:
+            return super().transform_images(images, transformation, training)
+        images = tf.cast(images, tf.float32)
+        height, width = images.shape[1], images.shape[2]
+        padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        ring = tf.add_n([padded[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)
+                         if (dy, dx) != (1, 1)])
+        smoothed = ring * (1.0 / 13.0) + images * (5.0 / 13.0)
+        factor = tf.reshape(tf.cast(transformation["factor"], tf.float32), []) * 2.0
+        low, high = self.value_range
+        return tf.clip_by_value(images + (1.0 - factor) * (smoothed - images), float(low), float(high))
 
 
 class FastRandomInvert(keras.layers.RandomInvert):
@@ -289,14 +285,11 @@ class FastRandomErasing(keras.layers.RandomErasing):
         if not training or transformation is None or "fast_box" not in transformation:
             return super().transform_images(images, transformation, training)
         images = tf.cast(images, tf.float32)
-        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+        height, width = images.shape[1], images.shape[2]
         box = transformation["fast_box"]
-        x0, x1 = tf.clip_by_value(box[0], 0, width), tf.clip_by_value(box[1], 0, width)
-        y0, y1 = tf.clip_by_value(box[2], 0, height), tf.clip_by_value(box[3], 0, height)
-        x1, y1 = tf.maximum(x0, x1), tf.maximum(y0, y1)
+        rows, columns = tf.range(height)[:, None], tf.range(width)[None, :]
+        # A mask, not slices: slice sizes that depend on the draw would make XLA compile per box.
+        inside = (rows >= box[2]) & (rows < box[3]) & (columns >= box[0]) & (columns < box[1])
+        inside &= tf.reshape(transformation["apply_erasing"], [])
         fill = min(max(float(self.fill_value), float(self.value_range[0])), float(self.value_range[1]))
-        band = images[:, y0:y1]
-        band = tf.concat([band[:, :, :x0], tf.fill([1, y1 - y0, x1 - x0, channels], fill), band[:, :, x1:]], axis=2)
-        erased = tf.concat([images[:, :y0], band, images[:, y1:]], axis=1)
-        erased = tf.ensure_shape(erased, images.shape)
-        return tf.cond(tf.reshape(transformation["apply_erasing"], []), lambda: erased, lambda: images)
+        return tf.where(inside[None, :, :, None], fill, images)
