@@ -21,8 +21,10 @@ A leaf module: the standard library only (no TensorFlow, nothing of
 effnet_keras.training or effnet_keras.data), so every layer can import it.
 """
 
+import copy
 import dataclasses
 import functools
+import importlib.resources
 import typing
 from collections.abc import Mapping
 from typing import ClassVar
@@ -456,3 +458,15 @@ def coerce(path, value):
     if tp is None or _is_section(tp):
         return value
     return coerce_value(path, value, tp)
+
+
+def base_defaults():
+    """configs/base.yaml as a fresh dict: the defaults every run starts from (and an older run's missing keys)."""
+    return copy.deepcopy(_packaged_base_yaml())
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_base_yaml():
+    import yaml  # a base dependency; imported here so the dataclasses above load without it
+
+    return yaml.safe_load((importlib.resources.files("effnet_keras") / "configs" / "base.yaml").read_text("utf8"))

@@ -10,7 +10,6 @@ one rule (`image_sizes`).
 """
 
 import dataclasses
-import importlib.resources
 import os
 
 import yaml
@@ -19,6 +18,7 @@ from effnet_keras import fileio
 from effnet_keras import labels
 from effnet_keras.config_schema import ConfigError
 from effnet_keras.config_schema import RunConfig
+from effnet_keras.config_schema import base_defaults
 from effnet_keras.config_schema import canonical_keys
 from effnet_keras.models import factory
 
@@ -34,7 +34,7 @@ class RunDirError(ValueError):
 def _over_base_defaults(data):
     """A run's config over the packaged base.yaml: a run written by an earlier release, before a key
     existed, opens with that key's default (what it trained with) instead of a missing-key error."""
-    base = yaml.safe_load((importlib.resources.files("effnet_keras") / "configs" / "base.yaml").read_text("utf8"))
+    base = base_defaults()
 
     def merged(default, given, prefix=""):
         if isinstance(default, dict) and isinstance(given, dict):

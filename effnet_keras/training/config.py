@@ -165,7 +165,7 @@ def build_config(model_name=None, dataset_cfg=None, config_file=None, hparam_str
         layers.append(("--model_name", {"model": {"name": model_name}}))
     _refuse_typed_conflicts(layers)
 
-    config = load_yaml(config_path("base.yaml"))
+    config = config_schema.base_defaults()
     if model_name:
         config = merge(config, {"model": {"name": model_name}}, "--model_name")
         recipe = model_recipe(model_name)

@@ -19,7 +19,7 @@ from absl import logging
 from effnet_keras.config_schema import ConfigError
 from effnet_keras.data.sources.base import DataSource
 from effnet_keras.data.sources.base import shard
-from effnet_keras.images import IMAGE_EXTENSIONS as FOLDER_EXTENSIONS
+from effnet_keras.images import IMAGE_EXTENSIONS
 
 FOLDER_SPLITS = ("train", "val")
 _FOLDER_LAYOUT = ("DIR/<class>/*.jpg (one sub-folder per class, read recursively; also .jpeg .png .bmp .gif), or "
@@ -64,7 +64,7 @@ def _class_files(class_dir):
         subfolders[:] = sorted(s for s in subfolders if not s.rstrip("/").startswith("."))
         deeper = folder.rstrip("/") != class_dir.rstrip("/")
         for name in names:
-            if name.lower().endswith(FOLDER_EXTENSIONS):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
                 files.append(os.path.join(folder, name))
                 nested += deeper
             elif not name.startswith("."):
@@ -122,7 +122,7 @@ def _list_folder(root, val_fraction, split_seed):
         where = train_dir if layout == "split" else root
         raise ConfigError(f"class folder {os.path.join(where, empty[0])!r} has no images"
                             f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}; expected files ending in "
-                            f"{' '.join(FOLDER_EXTENSIONS)} in every class folder.")
+                            f"{' '.join(IMAGE_EXTENSIONS)} in every class folder.")
     if layout == "split":
         def flat(by_class):
             paths = [p for name in classes for p in by_class[name]]
@@ -138,7 +138,7 @@ def _list_folder(root, val_fraction, split_seed):
     splits = {"train": (tuple(train[0]), tuple(train[1])), "val": (tuple(val[0]), tuple(val[1]))}
     notes = [f"{nested} of them in nested folders"] if nested else []
     if ignored:
-        notes.append(f"{ignored} file(s) without an image extension ({' '.join(FOLDER_EXTENSIONS)}) skipped")
+        notes.append(f"{ignored} file(s) without an image extension ({' '.join(IMAGE_EXTENSIONS)}) skipped")
     logging.log(logging.WARNING if ignored else logging.INFO, "Image folder %s (%s): %d classes, %d train / %d val "
                 "images%s.", root, layout, len(classes), len(train[0]), len(val[0]),
                 f" ({'; '.join(notes)})" if notes else "")
