@@ -17,8 +17,9 @@ the value received and what is allowed. `RunConfig.from_dict(config)` checks a w
 merged config, `DataConfig.from_dict(section)` just the `data:` section (the input
 pipeline's check); `to_dict()` gives the plain (YAML-able) dict back.
 
-A leaf module: the standard library only (no TensorFlow, nothing of
-effnet_keras.training or effnet_keras.data), so every layer can import it.
+A leaf module: the standard library only (PyYAML, a base dependency, is imported when
+`base_defaults` reads base.yaml; no TensorFlow, nothing of effnet_keras.training or
+effnet_keras.data), so every layer can import it.
 """
 
 import copy

@@ -55,8 +55,8 @@ def warp_axes(transform, height, width):
 def warp_nearest(images, transform, fill_value, axes=None):
     """`ImageProjectiveTransformV3` (NEAREST, CONSTANT fill) for affine transforms, as one row gather.
 
-    images [B, H, W, C]; transform [B, 8] or [8] (Keras' layout, see `warp_axes`, or
-    the precomputed `axes`): output pixel (x, y) reads the input at its source
+    images [B, H, W, C]; transform [B, 8] or [8] (Keras' layout, see `warp_axes`), or
+    None with the precomputed `axes`: output pixel (x, y) reads the input at its source
     coordinates rounded half away from zero (TF's std::round); outside the image it
     is `fill_value`. The projective terms must be 0 (rotation, shear and translation
     matrices are affine).
@@ -103,8 +103,9 @@ class _NearestWarp:
     def _transform_images(self, images, transformation, interpolation):
         if transformation is None or not self._fast(images, interpolation):
             return super()._transform_images(images, transformation, interpolation)
-        return warp_nearest(images, self._matrix(transformation), self.fill_value,
-                            axes=transformation.get("warp_axes"))
+        axes = transformation.get("warp_axes")  # drawn with the transformation; else made from the matrix here
+        return warp_nearest(images, self._matrix(transformation) if axes is None else None, self.fill_value,
+                            axes=axes)
 
 
 class FastRandomRotation(_NearestWarp, keras.layers.RandomRotation):
