@@ -224,6 +224,15 @@ def translation_matrix(layer, translations):
     return layer._get_translation_matrix(translations)
 
 
+def posterization_shift(layer, bits):
+    """RandomPosterization's drawn `shift_factor` for a fixed bit count (its bit width minus the bits kept).
+
+    Why private: the layer's bit width (`_MAX_FACTOR`, 8) has no public name; RandAugment's
+    draw table (augment.RandAugmentDraws) builds the transformation the layer would draw.
+    """
+    return layer._MAX_FACTOR - bits
+
+
 def crop_bounds(layer, batch_size, image_length, crop_ratio, seed):
     """RandomErasing's box bounds draw. Why private: reproducing the parent's draws needs its helper."""
     return layer._compute_crop_bounds(batch_size, image_length, crop_ratio, seed)

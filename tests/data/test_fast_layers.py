@@ -116,20 +116,67 @@ def test_batches_fall_back_to_the_keras_kernels():
         np.testing.assert_allclose(ours, theirs, atol=atol or 1e-6, rtol=0, err_msg=name)
 
 
+EXACT_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "cutout",
+             "invert", "equalize", "posterize", "solarize", "solarize_add", "auto_contrast")
+
+
+def forced_record(randaugment, image, op_index, seed_values, num_layers=1):
+    """RandAugment's draw record for op `op_index` (every layer) on a seed, drawn as in a tf.data map (graph)."""
+    height, width = image.shape[1], image.shape[2]
+    draw = tf.function(lambda s: randaugment.draws(s, num_layers, height, width, choice=[op_index] * num_layers),
+                       autograph=False)
+    return draw(tf.constant(seed_values, tf.int64))
+
+
+def layer_draw(layer, image, seed_values, layer_index=0):
+    """The op layer's own get_random_transformation on RandAugment's seed for layer `layer_index` (graph)."""
+    def draw(s):
+        op_seed = augment.fold(augment.fold(s, layer_index), 7919)
+        with augment._tensorflow_backend(layer):
+            return layer.get_random_transformation(tf.zeros(image.shape), training=True,
+                                                   seed=augment.ElementSeed(op_seed))
+    return tf.function(draw, autograph=False)(tf.constant(seed_values, tf.int64))
+
+
+def test_randaugment_draws_equal_each_layers_own_draws():
+    """RandAugmentDraws' one vectorised pass gives, for every op, exactly its Keras layer's draw on the same seed."""
+    randaugment = augment.RandAugment(15.0)
+    image = tf.zeros([1, 30, 26, 3])
+    for op_index, (name, layer) in enumerate(randaugment.ops):
+        for trial in range(4):
+            seed_values = (trial, 31 * op_index + 7)
+            record = forced_record(randaugment, image, op_index, seed_values, num_layers=2)
+            for layer_index in range(2):
+                row = {key: value[layer_index] for key, value in record.items() if key != "axes"}
+                row["axes"] = {key: value[layer_index][None] for key, value in record["axes"].items()}
+                ours = randaugment.draws.transformation(op_index, row)
+                theirs = layer_draw(layer, image, seed_values, layer_index)
+                if ours is None:
+                    continue
+                for key, value in ours.items():
+                    expected = theirs[key]
+                    if key == "warp_axes":
+                        for axis in value:
+                            np.testing.assert_array_equal(value[axis], expected[axis], err_msg=f"{name} {axis}")
+                    else:
+                        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected), err_msg=f"{name} {key}")
+                        assert np.asarray(value).dtype == np.asarray(expected).dtype, (name, key)
+
+
 @pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
 def test_every_randaugment_op_compiled_equals_the_keras_kernel(integer):
-    """RandAugment runs each op's pixel kernel XLA-compiled: same output as the uncompiled kernel, same draws."""
+    """RandAugment runs each op's pixel kernel XLA-compiled (all ops in one call): the uncompiled kernel's output
+    on the layer's own draw."""
     randaugment = augment.RandAugment(15.0)
     keras_parents = {cls: parent for cls, parent, _, _ in PAIRS.values()}
     for index, (name, layer) in enumerate(randaugment.ops):
-        kernel = augment.compiled_kernel(layer)
         for trial in range(3):
             image = tf.constant(photo(trial + 10 * index, integer=integer))
+            seed_values = (trial, index)
+            compiled = randaugment.apply_ops(image, forced_record(randaugment, image, index, seed_values)).numpy()
+            transformation = layer_draw(layer, image, seed_values)
             with augment._tensorflow_backend(layer):
-                transformation = layer.get_random_transformation(image, training=True,
-                                                                 seed=augment.ElementSeed(seed(trial, index)))
                 uncompiled = layer.transform_images(image, transformation, training=True).numpy()
-            compiled = kernel(image, transformation).numpy()
             parent = keras_parents.get(type(layer))
             # ... and the uncompiled kernel is Keras' own result on this draw (erasing draws its box in its own
             # format: its equality with Keras goes through the same seed, in test_fast_kernel_equals_its_keras_parent).
@@ -138,9 +185,26 @@ def test_every_randaugment_op_compiled_equals_the_keras_kernel(integer):
                 with augment._tensorflow_backend(reference):
                     theirs = reference.transform_images(image, transformation, training=True).numpy()
                 np.testing.assert_allclose(uncompiled, theirs, atol=2e-3, rtol=0, err_msg=name)
-            geometric_or_exact = name in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "cutout",
-                                          "invert", "equalize", "posterize", "solarize", "solarize_add")
-            if geometric_or_exact:
+            if name in EXACT_OPS:
                 np.testing.assert_array_equal(compiled, uncompiled, err_msg=f"{name}, trial {trial}")
             else:  # fused multiply-adds may round the last bit differently
                 np.testing.assert_allclose(compiled, uncompiled, atol=2e-3, rtol=0, err_msg=f"{name}, trial {trial}")
+
+
+def test_randaugment_applies_the_drawn_ops_in_order():
+    """Two layers: the choices fold(seed, layer) picks, each op on its layer's draw, the first op's output into the
+    second (the uncompiled sequence through apply_layer; last-bit FMA differences may cross a later threshold)."""
+    randaugment = augment.RandAugment(15.0, num_layers=2)
+    image = photo(3, integer=True)[0]
+    for trial in range(24):
+        seed_values = (trial, 5)
+        seed_tensor = tf.constant(seed_values, tf.int64)
+        expected = image[None]
+        for layer_index in range(2):
+            layer_seed = augment.fold(seed_tensor, layer_index)
+            choice = int(tf.random.stateless_uniform([], layer_seed, 0, 16, dtype=tf.int32))
+            layer = randaugment.ops[choice][1]
+            expected = augment.apply_layer(layer, expected, augment.fold(layer_seed, 7919)).numpy()
+        ours = randaugment(tf.constant(image), seed_tensor).numpy()
+        off = np.abs(ours - expected[0]) > 2e-3
+        assert off.mean() < 1e-3, (trial, off.mean())
