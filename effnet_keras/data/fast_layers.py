@@ -206,6 +206,11 @@ class FastEqualization(keras.layers.Equalization):
         denominator = tf.where(denominator == 0, tf.ones_like(denominator), denominator)
         table = tf.clip_by_value(tf.round(tf.cast((cdf - cdf_min) * 255, tf.float32)
                                           / tf.cast(denominator, tf.float32)), 0.0, 255.0)
+        # Each channel's table is non-decreasing (a clipped, rounded, scaled cdf), so sorting it changes
+        # nothing. The sort is there for XLA: without it XLA fuses the table's division and rounding into
+        # the gather and recomputes them for each of the H*W*C lookups (0.95 ms at 300 px); XLA never fuses
+        # a sort, so the 768 entries are computed once (the lookup then takes ~0.2 ms).
+        table = tf.sort(table, axis=1)
         equalized = tf.reshape(tf.gather(tf.reshape(table, [-1]), index), tf.shape(images))
         # A channel with at most one non-empty bin stays as it is (rare: a constant channel).
         flat = tf.math.count_nonzero(hist, axis=1) <= 1
