@@ -58,7 +58,7 @@ RANDAUGMENT_NOTE = "(a RandAugment magnitude on automl's 0-30 scale)"
 
 def check_randaug_magnitude(name, *values):
     """The one RandAugment bound, for the APIs that take magnitudes outside a config (ProgressiveSchedule,
-    data.augment.RandAugment); a config's magnitudes are checked by their fields' metadata, the same way."""
+    data.randaugment.RandAugment); a config's magnitudes are checked by their fields' metadata, the same way."""
     for value in values:
         if not 0.0 <= float(value) <= RANDAUGMENT_MAX_MAGNITUDE:
             raise ConfigError(f"{name} must be in [0, {RANDAUGMENT_MAX_MAGNITUDE:g}] {RANDAUGMENT_NOTE}. "

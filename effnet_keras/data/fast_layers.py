@@ -18,7 +18,7 @@ kernel replaced:
 * equalisation: one segment sum and one gather over channel-offset bins;
 * erasing: the box as a mask from integer bounds.
 
-RandAugment runs these kernels XLA-compiled (augment.RandAugment.apply_ops), so each is
+RandAugment runs these kernels XLA-compiled (randaugment.RandAugment.apply_ops), so each is
 written with static shapes only. tests/data/test_fast_layers.py checks every class
 against its Keras parent on the same transformation, and every RandAugment op
 compiled against uncompiled. The fast kernels take one image (batch 1, as

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from effnet_keras import data as data_lib
 from effnet_keras.data import augment
+from effnet_keras.data import randaugment as randaugment_lib
 from tests.data.conftest import data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,11 +107,11 @@ def structured_image():
 
 
 def run_op(name, magnitude, image, seed_values=(1, 1)):
-    layer = dict(augment.randaugment_ops(magnitude))[name]
+    layer = dict(randaugment_lib.randaugment_ops(magnitude))[name]
     return augment.apply_layer(layer, image[None], seed(*seed_values))[0].numpy()
 
 
-@pytest.mark.parametrize("name", [name for name, _ in augment.randaugment_ops(10.0)])
+@pytest.mark.parametrize("name", [name for name, _ in randaugment_lib.randaugment_ops(10.0)])
 def test_every_randaugment_op_changes_the_image_within_range(name):
     image = structured_image()
     out = run_op(name, 10.0, image)
@@ -137,11 +138,11 @@ def test_randaugment_op_strengths_follow_automl_magnitude():
     change = [np.abs(run_op("rotate", m, image) - pixels).mean() for m in (3.0, 10.0, 20.0)]
     assert change[0] < change[1] < change[2]
     with pytest.raises(ValueError, match=r"magnitude must be in \[0, 30\].*31"):
-        augment.randaugment_ops(31)
+        randaugment_lib.randaugment_ops(31)
 
 
 def test_randaugment_is_per_image_and_seeded():
-    policy = augment.RandAugment(15.0, num_layers=2)
+    policy = randaugment_lib.RandAugment(15.0, num_layers=2)
     image = structured_image()
     outs = [policy(image, seed(9, k)).numpy() for k in range(12)]
     again = policy(image, seed(9, 0)).numpy()

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from effnet_keras.data import augment
+from effnet_keras.data import randaugment as randaugment_lib
 from effnet_keras.data import fast_layers
 
 GEO = dict(interpolation="nearest", fill_mode="constant", fill_value=128.0, dtype="float32")
@@ -132,7 +133,7 @@ def layer_draw(layer, image, seed_values, layer_index=0):
     """The op layer's own get_random_transformation on RandAugment's seed for layer `layer_index` (graph)."""
     def draw(s):
         op_seed = augment.fold(augment.fold(s, layer_index), 7919)
-        with augment._tensorflow_backend(layer):
+        with augment.tensorflow_backend(layer):
             return layer.get_random_transformation(tf.zeros(image.shape), training=True,
                                                    seed=augment.ElementSeed(op_seed))
     return tf.function(draw, autograph=False)(tf.constant(seed_values, tf.int64))
@@ -140,7 +141,7 @@ def layer_draw(layer, image, seed_values, layer_index=0):
 
 def test_randaugment_draws_equal_each_layers_own_draws():
     """RandAugmentDraws' one vectorised pass gives, for every op, exactly its Keras layer's draw on the same seed."""
-    randaugment = augment.RandAugment(15.0)
+    randaugment = randaugment_lib.RandAugment(15.0)
     image = tf.zeros([1, 30, 26, 3])
     for op_index, (name, layer) in enumerate(randaugment.ops):
         for trial in range(4):
@@ -167,7 +168,7 @@ def test_randaugment_draws_equal_each_layers_own_draws():
 def test_every_randaugment_op_compiled_equals_the_keras_kernel(integer):
     """RandAugment runs each op's pixel kernel XLA-compiled (all ops in one call): the uncompiled kernel's output
     on the layer's own draw."""
-    randaugment = augment.RandAugment(15.0)
+    randaugment = randaugment_lib.RandAugment(15.0)
     keras_parents = {cls: parent for cls, parent, _, _ in PAIRS.values()}
     for index, (name, layer) in enumerate(randaugment.ops):
         for trial in range(3):
@@ -175,14 +176,14 @@ def test_every_randaugment_op_compiled_equals_the_keras_kernel(integer):
             seed_values = (trial, index)
             compiled = randaugment.apply_ops(image, forced_record(randaugment, image, index, seed_values)).numpy()
             transformation = layer_draw(layer, image, seed_values)
-            with augment._tensorflow_backend(layer):
+            with augment.tensorflow_backend(layer):
                 uncompiled = layer.transform_images(image, transformation, training=True).numpy()
             parent = keras_parents.get(type(layer))
             # ... and the uncompiled kernel is Keras' own result on this draw (erasing draws its box in its own
             # format: its equality with Keras goes through the same seed, in test_fast_kernel_equals_its_keras_parent).
             if parent is not None and name != "cutout":
                 reference = parent.from_config(layer.get_config())
-                with augment._tensorflow_backend(reference):
+                with augment.tensorflow_backend(reference):
                     theirs = reference.transform_images(image, transformation, training=True).numpy()
                 np.testing.assert_allclose(uncompiled, theirs, atol=2e-3, rtol=0, err_msg=name)
             if name in EXACT_OPS:
@@ -194,7 +195,7 @@ def test_every_randaugment_op_compiled_equals_the_keras_kernel(integer):
 def test_randaugment_applies_the_drawn_ops_in_order():
     """Two layers: the choices fold(seed, layer) picks, each op on its layer's draw, the first op's output into the
     second (the uncompiled sequence through apply_layer; last-bit FMA differences may cross a later threshold)."""
-    randaugment = augment.RandAugment(15.0, num_layers=2)
+    randaugment = randaugment_lib.RandAugment(15.0, num_layers=2)
     image = photo(3, integer=True)[0]
     for trial in range(24):
         seed_values = (trial, 5)
