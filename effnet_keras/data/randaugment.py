@@ -98,7 +98,8 @@ class RandAugment:
             return image
         shape = image.shape
         if len(shape) != 3 or None in shape:
-            raise ValueError(f"RandAugment takes one [height, width, channels] image of known size. Received shape {shape}")
+            raise ValueError("RandAugment takes one [height, width, channels] image of known size. "
+                             f"Received shape {shape}")
         record = self.draws(seed, self.num_layers, shape[0], shape[1])
         # Every op clips to (or stays inside) [0, 255] itself: no extra pass here.
         return tf.ensure_shape(self.apply_ops(image[None], record)[0], shape)
@@ -141,8 +142,8 @@ class RandAugmentDraws:
 
     def __init__(self, layers):
         self.layers = list(layers)
-        self.kinds, self._constants = [], []
-        low, span, scale = np.zeros([len(self.layers), self._DRAWS], np.float32), None, []
+        self.kinds, self._constants, scale = [], [], []
+        low = np.zeros([len(self.layers), self._DRAWS], np.float32)  # a draw an op does not use: u_k itself
         span = np.ones_like(low)
         for op_index, layer in enumerate(self.layers):
             kind, ranges, factor_scale, constant = _draw_spec(layer)
@@ -156,7 +157,7 @@ class RandAugmentDraws:
         self._is = {kind: np.asarray([k == kind for k in self.kinds]) for kind in ("rotate", "shear")}
 
     def __call__(self, seed, num_layers, height, width, choice=None):
-        """The record of `num_layers` op choices and their draws: choice [L], matrix [L, 8], axes, factor [L], box [L, 4].
+        """`num_layers` op choices and their draws: choice [L], matrix [L, 8], axes, factor [L], box [L, 4].
 
         `choice` ([L] op indices) replaces the drawn choices (the tests draw every op on the same seeds).
         """
