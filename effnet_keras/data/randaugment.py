@@ -112,8 +112,7 @@ class RandAugment:
 
     def _switch_op(self, images, record, layer_index):
         # The layer's row is sliced here, inside XLA (free), not as ~13 TF nodes per layer outside.
-        row = {key: value[layer_index] for key, value in record.items() if key != "axes"}
-        row["axes"] = {key: value[layer_index][None] for key, value in record["axes"].items()}
+        row = RandAugmentDraws.row(record, layer_index)
         branches = [functools.partial(self._run_op, op_index, images, row) for op_index in range(len(self.ops))]
         return tf.switch_case(row["choice"], branches)
 
@@ -201,6 +200,13 @@ class RandAugmentDraws:
         box = tf.cast(tf.math.ceil(tf.stack([x0, x0 + box_width, y0, y0 + box_height], 1)), tf.int32)
         return {"choice": choice, "matrix": matrix, "axes": fast_layers.warp_axes(matrix, height, width),
                 "factor": first * tf.gather(self.scale, choice), "box": box}
+
+    @staticmethod
+    def row(record, layer_index):
+        """One layer's draws from a record (axes as [1, W] / [1, H], as `warp_nearest` takes them)."""
+        row = {key: value[layer_index] for key, value in record.items() if key != "axes"}
+        row["axes"] = {key: value[layer_index][None] for key, value in record["axes"].items()}
+        return row
 
     def transformation(self, op_index, row):
         """Op `op_index`'s transformation, as its layer's get_random_transformation returns it, from one record row."""

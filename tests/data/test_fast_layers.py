@@ -148,9 +148,7 @@ def test_randaugment_draws_equal_each_layers_own_draws():
             seed_values = (trial, 31 * op_index + 7)
             record = forced_record(randaugment, image, op_index, seed_values, num_layers=2)
             for layer_index in range(2):
-                row = {key: value[layer_index] for key, value in record.items() if key != "axes"}
-                row["axes"] = {key: value[layer_index][None] for key, value in record["axes"].items()}
-                ours = randaugment.draws.transformation(op_index, row)
+                ours = randaugment.draws.transformation(op_index, randaugment_lib.RandAugmentDraws.row(record, layer_index))
                 theirs = layer_draw(layer, image, seed_values, layer_index)
                 if ours is None:
                     continue
