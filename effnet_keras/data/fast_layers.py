@@ -36,20 +36,34 @@ def _single_image(images):
     return shape is not None and len(shape) == 4 and shape[0] == 1
 
 
-def warp_axes(transform, height, width):
+def warp_axes(transform, height, width, rounded=None):
     """An affine warp's source coordinates as row and column terms, [B, W] and [B, H] each.
 
     Output pixel (x, y) reads input (a0 x + (a1 y + a2), b0 x + (b1 y + b2)) (Keras'
-    layout a0 a1 a2 b0 b1 b2 0 0). Computed apart from the pixel pass, so the pass
-    only adds: XLA's CPU compiler always contracts a multiply feeding an add into
-    one fused multiply-add, whose different rounding would move a coordinate that
-    lies within an ulp of a half to the neighbouring pixel.
+    layout a0 a1 a2 b0 b1 b2 0 0). The pixel pass then only adds a row term to a column
+    term. Every product here is rounded to float32 before it is added, as TF's kernels
+    round it: XLA's CPU compiler contracts a multiply feeding an add into one fused
+    multiply-add, whose different rounding would move a coordinate that lies within an
+    ulp of a half to the neighbouring pixel. Computed inside XLA, pass `rounded`
+    (`unfused_rounding`), which keeps a product from fusing into the add after it.
     """
+    rounded = rounded or (lambda value: value)
     transform = tf.reshape(tf.cast(transform, tf.float32), [-1, 8])
-    a0, a1, a2, b0, b1, b2 = (transform[:, k:k + 1] for k in range(6))
+    a0, a1, a2, b0, b1, b2 = (rounded(transform[:, k:k + 1]) for k in range(6))
     xs = tf.range(width, dtype=tf.float32)[None, :]
     ys = tf.range(height, dtype=tf.float32)[None, :]
-    return {"x_by_column": a0 * xs, "x_by_row": a1 * ys + a2, "y_by_column": b0 * xs, "y_by_row": b1 * ys + b2}
+    return {"x_by_column": rounded(a0 * xs), "x_by_row": rounded(a1 * ys) + a2,
+            "y_by_column": rounded(b0 * xs), "y_by_row": rounded(b1 * ys) + b2}
+
+
+def unfused_rounding(opaque_zero):
+    """value -> value, unchanged, but opaque to XLA: a product passed through it is rounded to float32
+    before any add, as in TF's kernels (XLA's CPU compiler would contract multiply + add into one fused
+    multiply-add, rounding once). The float's bits go through an integer xor with `opaque_zero`, an int32
+    zero XLA cannot prove to be zero (computed from an input), which no compiler pass can see through."""
+    def rounded(value):
+        return tf.bitcast(tf.bitwise.bitwise_xor(tf.bitcast(value, tf.int32), opaque_zero), tf.float32)
+    return rounded
 
 
 def warp_nearest(images, transform, fill_value, axes=None):
@@ -81,8 +95,8 @@ def warp_nearest(images, transform, fill_value, axes=None):
 class _NearestWarp:
     """Mixin: Keras' geometric layer, its affine_transform replaced by `warp_nearest`.
 
-    The drawn transformation also carries the warp's row and column terms
-    (`warp_axes`), computed where the draw is, outside RandAugment's compiled kernels.
+    The drawn transformation also carries the warp's row and column terms (`warp_axes`);
+    RandAugment computes them inside its compiled kernels, with `unfused_rounding`.
     """
 
     def _matrix(self, transformation):

@@ -100,7 +100,7 @@ class RandAugment:
         if len(shape) != 3 or None in shape:
             raise ValueError("RandAugment takes one [height, width, channels] image of known size. "
                              f"Received shape {shape}")
-        record = self.draws(seed, self.num_layers, shape[0], shape[1])
+        record = self.draws(seed, self.num_layers)
         # Every op clips to (or stays inside) [0, 255] itself: no extra pass here.
         return tf.ensure_shape(self.apply_ops(image[None], record)[0], shape)
 
@@ -111,7 +111,7 @@ class RandAugment:
         return images
 
     def _switch_op(self, images, record, layer_index):
-        # The layer's row is sliced here, inside XLA (free), not as ~13 TF nodes per layer outside.
+        # The layer's row is sliced here, inside XLA (free), not as TF nodes outside.
         row = RandAugmentDraws.row(record, layer_index)
         branches = [functools.partial(self._run_op, op_index, images, row) for op_index in range(len(self.ops))]
         return tf.switch_case(row["choice"], branches)
@@ -119,25 +119,30 @@ class RandAugment:
     def _run_op(self, op_index, images, row):
         layer = self.ops[op_index][1]
         with augment.tensorflow_backend(layer):
-            transformation = self.draws.transformation(op_index, row)
+            transformation = self.draws.transformation(op_index, row, images.shape[1], images.shape[2])
             return tf.cast(layer.transform_images(images, transformation, training=True), images.dtype)
 
 
 class RandAugmentDraws:
-    """The random draws of a list of RandAugment op layers, as one vectorised pass for the chosen ops.
+    """The random draws of a list of RandAugment op layers: a short TF pass, the rest inside XLA.
 
     Every op draws from `augment.ElementSeed(op_seed)`: its k-th draw is
     `tf.random.stateless_uniform(shape, [r, k], low, high)` with r fixed by op_seed, i.e.
     `u_k * (high - low) + low` in float32 with the same u_k for every op (the first one
-    or two elements of one Philox block). So the draws of all ops are u_1..u_3 scaled by
-    per-op constants, followed by each op kind's few lines of Keras arithmetic
-    (rotation matrix, shear sign, translation in pixels, erasing box), all computed in
-    TF's kernels as Keras computes them (XLA's CPU compiler would contract multiply-adds
-    and has its own sin/cos). `tests/data/test_fast_layers.py` checks the result equal
-    to each layer's `get_random_transformation` on the same seeds.
+    or two elements of one Philox block). `__call__` (TF's kernels, once per image) draws
+    u_1..u_3, scales them into the chosen op's ranges and takes the rotation angle's cosine
+    and sine, as Keras computes them (XLA has its own cos and sin, which round differently).
+    `transformation` turns one layer's row into the op's transformation (rotation matrix,
+    shear sign, translation in pixels, erasing box, the warp's row and column terms) with
+    Keras' float32 arithmetic, inside the compiled kernel, every product kept apart from
+    the add after it (`fast_layers.unfused_rounding`). `tests/data/test_fast_layers.py`
+    checks the result, compiled, equal to each layer's `get_random_transformation`.
     """
 
     _DRAWS = 3  # u_1 (two elements: the erasing box's sides), u_2, u_3
+    # Columns of record["values"]: u_1 (2), u_2, u_3 in the op's ranges, then the cosine and sine of
+    # the first as an angle in degrees (used by rotations only).
+    _COS, _SIN = 4, 5
 
     def __init__(self, layers):
         self.layers = list(layers)
@@ -152,11 +157,12 @@ class RandAugmentDraws:
             for draw, (lo, hi) in ranges.items():  # float32 bounds and width, as tf.random.stateless_uniform
                 low[op_index, draw] = np.float32(lo)
                 span[op_index, draw] = np.float32(hi) - np.float32(lo)
-        self.low, self.span, self.scale = low, span, np.asarray(scale, np.float32)
-        self._is = {kind: np.asarray([k == kind for k in self.kinds]) for kind in ("rotate", "shear")}
+        # u_1's two elements share draw 0's range.
+        self.low, self.span = np.concatenate([low[:, :1], low], 1), np.concatenate([span[:, :1], span], 1)
+        self.scale = np.asarray(scale, np.float32)
 
-    def __call__(self, seed, num_layers, height, width, choice=None):
-        """`num_layers` op choices and their draws: choice [L], matrix [L, 8], axes, factor [L], box [L, 4].
+    def __call__(self, seed, num_layers, choice=None):
+        """`num_layers` op choices and their draws: {"choice": int32 [L], "values": float32 [L, 6]}.
 
         `choice` ([L] op indices) replaces the drawn choices (the tests draw every op on the same seeds).
         """
@@ -168,63 +174,65 @@ class RandAugmentDraws:
             uniforms.append(tf.concat([tf.random.stateless_uniform([2 if draw == 0 else 1], element_seed.next())
                                        for draw in range(self._DRAWS)], 0))
         choice = tf.stack(choices) if choice is None else tf.convert_to_tensor(choice, tf.int32)
-        raw = tf.stack(uniforms)  # [L, 4]: u_1 (2 elements), u_2, u_3
-        low, span = tf.gather(self.low, choice), tf.gather(self.span, choice)
-        low, span = tf.concat([low[:, :1], low], 1), tf.concat([span[:, :1], span], 1)
-        value = raw * span + low  # each op's draws in its own range, as Keras' uniform computes them
-        first, second, third = value[:, 0], value[:, 2], value[:, 3]
-        height_f, width_f = float(height), float(width)
-
-        # RandomRotation (Keras' _compute_affine_matrix with no shear, translation or scale).
-        radians = first * np.float32(math.pi / 180.0)
-        # One element at a time: Eigen's vectorised sin/cos (8+ elements) round differently from its scalar path.
-        cos = tf.concat([tf.cos(radians[i:i + 1]) for i in range(num_layers)], 0)
-        sin = tf.concat([tf.sin(radians[i:i + 1]) for i in range(num_layers)], 0)
-        center_x, center_y = np.float32(0.5) * (np.float32(width) - 1), np.float32(0.5) * (np.float32(height) - 1)
-        a1, b0 = -sin, sin
-        rotation = [cos, a1, (center_x - center_x * cos) - center_y * a1,
-                    b0, cos, (center_y - center_x * b0) - center_y * cos]
-        # RandomShear: sign from u_1, y from u_2, x from u_3.
-        sign = tf.where(first > 0.5, -1.0, 1.0)
-        ones, zeros = tf.ones_like(first), tf.zeros_like(first)
-        shear = [ones, third * sign, zeros, second * sign, ones, zeros]
-        # RandomTranslation: height from u_1, width from u_2, in pixels.
-        translation = [ones, zeros, -(second * width_f), zeros, ones, -(first * height_f)]
-        is_rotation, is_shear = tf.gather(self._is["rotate"], choice), tf.gather(self._is["shear"], choice)
-        matrix = tf.stack([tf.where(is_rotation, r, tf.where(is_shear, s, t))
-                           for r, s, t in zip(rotation, shear, translation)] + [zeros, zeros], 1)
-        # RandomErasing (fast_layers.FastRandomErasing): sides from u_1, starts from u_2 and u_3.
-        sides = tf.sqrt(tf.maximum(value[:, :2], 0.0))
-        box_width, box_height = sides[:, 0] * width_f, sides[:, 1] * height_f
-        x0, y0 = second * (width_f - box_width), third * (height_f - box_height)
-        box = tf.cast(tf.math.ceil(tf.stack([x0, x0 + box_width, y0, y0 + box_height], 1)), tf.int32)
-        return {"choice": choice, "matrix": matrix, "axes": fast_layers.warp_axes(matrix, height, width),
-                "factor": first * tf.gather(self.scale, choice), "box": box}
+        # Each op's draws in its own range, as Keras' uniform computes them (in TF: XLA would fuse the add).
+        values = tf.stack(uniforms) * tf.gather(self.span, choice) + tf.gather(self.low, choice)
+        radians = values[:, 0] * np.float32(math.pi / 180.0)
+        # Keras takes the cosine of one angle at a time, i.e. Eigen's scalar cos; on 4 or more elements
+        # Eigen's vectorised cos would run, which rounds differently (measured).
+        if num_layers < 4:
+            cos, sin = tf.cos(radians), tf.sin(radians)
+        else:
+            cos = tf.concat([tf.cos(radians[i:i + 1]) for i in range(num_layers)], 0)
+            sin = tf.concat([tf.sin(radians[i:i + 1]) for i in range(num_layers)], 0)
+        return {"choice": choice, "values": tf.concat([values, tf.stack([cos, sin], 1)], 1)}
 
     @staticmethod
     def row(record, layer_index):
-        """One layer's draws from a record (axes as [1, W] / [1, H], as `warp_nearest` takes them)."""
-        row = {key: value[layer_index] for key, value in record.items() if key != "axes"}
-        row["axes"] = {key: value[layer_index][None] for key, value in record["axes"].items()}
-        return row
+        """One layer's draws from a record: {"choice": int32 [], "values": float32 [6]}."""
+        return {key: value[layer_index] for key, value in record.items()}
 
-    def transformation(self, op_index, row):
-        """Op `op_index`'s transformation, as its layer's get_random_transformation returns it, from one record row."""
+    def transformation(self, op_index, row, height, width):
+        """Op `op_index`'s transformation, as its layer's get_random_transformation returns it for one
+        [1, height, width, C] image, from one record row (inside the compiled kernel)."""
         kind = self.kinds[op_index]
-        matrix = row["matrix"][None]
         if kind == "constant":
             constant = self._constants[op_index]
             return None if constant is None else {key: tf.constant(value) for key, value in constant.items()}
-        if kind == "rotate":
-            return {"rotation_matrix": matrix, "warp_axes": row["axes"]}
-        if kind == "shear":
-            return {"shear_factor": tf.stack([matrix[:, 1], matrix[:, 3]], 1), "warp_axes": row["axes"]}
-        if kind == "translate":
-            return {"translations": -tf.stack([matrix[:, 2], matrix[:, 5]], 1), "warp_axes": row["axes"]}
-        if kind == "box":
-            return {"fast_box": row["box"], "apply_erasing": tf.constant([True])}
+        values = row["values"]
+        first, second, third = values[0], values[2], values[3]
+        # choice >> 31 is 0 (choices are >= 0), which XLA cannot know: see fast_layers.unfused_rounding.
+        rounded = fast_layers.unfused_rounding(tf.bitwise.right_shift(row["choice"], 31))
+        height_f, width_f = float(height), float(width)
+        zero, one = tf.zeros([]), tf.ones([])
+        if kind in ("rotate", "shear", "translate"):
+            if kind == "rotate":  # Keras' _compute_affine_matrix with no shear, translation or scale
+                cos, sin = values[self._COS], values[self._SIN]
+                center_x = np.float32(0.5) * (np.float32(width) - 1)
+                center_y = np.float32(0.5) * (np.float32(height) - 1)
+                a1, b0 = -sin, sin
+                entries = [cos, a1, (center_x - rounded(center_x * cos)) - rounded(center_y * a1),
+                           b0, cos, (center_y - rounded(center_x * b0)) - rounded(center_y * cos)]
+            elif kind == "shear":  # sign from u_1, y from u_2, x from u_3
+                sign = tf.where(first > 0.5, -1.0, 1.0)
+                entries = [one, third * sign, zero, second * sign, one, zero]
+            else:  # translation: height from u_1, width from u_2, in pixels
+                entries = [one, zero, -(second * width_f), zero, one, -(first * height_f)]
+            matrix = tf.stack(entries + [zero, zero])[None]
+            axes = fast_layers.warp_axes(matrix, height, width, rounded)
+            if kind == "rotate":
+                return {"rotation_matrix": matrix, "warp_axes": axes}
+            if kind == "shear":
+                return {"shear_factor": tf.stack([matrix[:, 1], matrix[:, 3]], 1), "warp_axes": axes}
+            return {"translations": -tf.stack([matrix[:, 2], matrix[:, 5]], 1), "warp_axes": axes}
+        if kind == "box":  # fast_layers.FastRandomErasing: sides from u_1, starts from u_2 and u_3
+            sides = tf.sqrt(tf.maximum(values[:2], 0.0))
+            box_width, box_height = rounded(sides[0] * width_f), rounded(sides[1] * height_f)
+            x0, y0 = rounded(second * (width_f - box_width)), rounded(third * (height_f - box_height))
+            box = tf.cast(tf.math.ceil(tf.stack([x0, x0 + box_width, y0, y0 + box_height])), tf.int32)
+            return {"fast_box": box, "apply_erasing": tf.constant([True])}
         key, shape = kind  # a factor layer: its one drawn value under its own key and shape
-        return {key: tf.reshape(row["factor"], shape)}
+        # rounded: the kernel adds it (brightness) or multiplies and adds (contrast) next.
+        return {key: tf.reshape(rounded(first * self.scale[op_index]), shape)}
 
 
 def _draw_spec(layer):
