@@ -74,15 +74,18 @@ class RandAugment:
     when traced) and an int64 [2] seed. Two stages per image:
 
     * `RandAugmentDraws` draws every layer's op choice and that op's random numbers in
-      one short straight-line pass of TF ops: the same numbers, from the same seeds and
-      the same float32 arithmetic, as each op's Keras layer would draw (tests check them
-      equal for every op). The layers' own `get_random_transformation` costs 20-185 TF
-      nodes per op, and inside a 16-way `tf.switch_case` all 16 branches' nodes are
-      visited for every image (~1 us each on one core: ~0.7 ms per image for the draws).
+      one short straight-line pass of TF ops (~85 besides constants): the same numbers,
+      from the same seeds, as each op's Keras layer would draw. The layers' own
+      `get_random_transformation` costs 20-185 TF nodes per op, and inside a 16-way
+      `tf.switch_case` all 16 branches' nodes are visited for every image (~1 us each on
+      one core: ~0.7 ms per image for the draws).
     * per layer, one XLA-compiled call that switches among the 16 ops' pixel kernels (the
       Keras layers' `transform_images`, fast_layers' kernels) inside XLA, where an untaken
-      branch costs nothing. (One call looping over the layers inside XLA was ~0.1 ms slower:
-      XLA copies the image into and out of its loop; unrolled, it compiled for ~20 s.)
+      branch costs nothing; the chosen branch first turns its row of draws into the op's
+      transformation with Keras' arithmetic (`RandAugmentDraws.transformation`; tests check
+      it equal to the layer's own draw for every op). (One call looping over the layers
+      inside XLA was ~0.1 ms slower: XLA copies the image into and out of its loop;
+      unrolled, it compiled for 17-20 s.)
     """
 
     def __init__(self, magnitude, num_layers=2):
