@@ -228,7 +228,7 @@ def posterization_shift(layer, bits):
     """RandomPosterization's drawn `shift_factor` for a fixed bit count (its bit width minus the bits kept).
 
     Why private: the layer's bit width (`_MAX_FACTOR`, 8) has no public name; RandAugment's
-    draw table (randaugment.RandAugmentDraws) builds the transformation the layer would draw.
+    draw table (randaugment_draws.RandAugmentDraws) builds the transformation the layer would draw.
     """
     return layer._MAX_FACTOR - bits
 

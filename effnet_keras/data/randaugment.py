@@ -6,21 +6,21 @@ per call (shared by a whole batch) and maps one `factor` onto one-sided ranges
 (rotation 0..360*factor degrees in one direction, brightness only up, sharpness only
 blur). `RandAugment` here runs automl's 16-op policy per image, each op the matching
 Keras layer set to automl's strength (docs/data.md has the magnitude table), only the
-chosen ops' kernels running, XLA-compiled; `RandAugmentDraws` draws what the layers
-would draw in one short pass (docs/data.md, *XLA-compiled kernels and one draw pass*).
+chosen ops' kernels running, XLA-compiled; `randaugment_draws.RandAugmentDraws` draws
+what the layers would draw, for a batch of seeds at once (docs/data.md, *XLA-compiled
+kernels and batched draws*).
 """
 
 import functools
-import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from effnet_keras import _keras_internals as keras_internals
 from effnet_keras.config_schema import check_randaug_magnitude
 from effnet_keras.data import augment
 from effnet_keras.data import fast_layers
+from effnet_keras.data.randaugment_draws import RandAugmentDraws
+
 
 def randaugment_ops(magnitude, fill_value=augment.GREY):
     """automl's 16 RandAugment ops as (name, Keras layer) at magnitude m (automl scale, 0..30).
@@ -71,21 +71,23 @@ class RandAugment:
     """Per image: `num_layers` times, pick one of the 16 ops uniformly and apply it (automl's policy).
 
     `__call__(image, seed)` takes a float32 [H, W, 3] image in [0, 255] (H and W known
-    when traced) and an int64 [2] seed. Two stages per image:
+    when traced) and an int64 [2] seed. It runs the two stages the input pipeline runs
+    apart (pipeline.py):
 
-    * `RandAugmentDraws` draws every layer's op choice and that op's random numbers in
-      one short straight-line pass of TF ops (~85 besides constants): the same numbers,
-      from the same seeds, as each op's Keras layer would draw. The layers' own
-      `get_random_transformation` costs 20-185 TF nodes per op, and inside a 16-way
-      `tf.switch_case` all 16 branches' nodes are visited for every image (~1 us each on
-      one core: ~0.7 ms per image for the draws).
-    * per layer, one XLA-compiled call that switches among the 16 ops' pixel kernels (the
-      Keras layers' `transform_images`, fast_layers' kernels) inside XLA, where an untaken
-      branch costs nothing; the chosen branch first turns its row of draws into the op's
-      transformation with Keras' arithmetic (`RandAugmentDraws.transformation`; tests check
-      it equal to the layer's own draw for every op). (One call looping over the layers
-      inside XLA was ~0.1 ms slower: XLA copies the image into and out of its loop;
-      unrolled, it compiled for 17-20 s.)
+    * `draw(seeds)`: for a batch of seeds, every layer's op choice and that op's random
+      numbers, the same numbers from the same seeds as each op's Keras layer would draw
+      (`RandAugmentDraws.uniforms`: TF's stateless Philox as vector ops over the batch, one
+      compiled call; then the rotation angles' cosine and sine with TF's kernels). Drawn per image as TF kernels they cost ~85 ops and ~0.17 ms per
+      image on one core; the pipeline draws them for 64 image seeds at a time, beside the
+      seed stream. (The layers' own `get_random_transformation` costs 20-185 TF nodes per
+      op, and inside a 16-way `tf.switch_case` all 16 branches' nodes would run.)
+    * `apply(image, record)`: per layer, one XLA-compiled call that switches among the 16
+      ops' pixel kernels (the Keras layers' `transform_images`, fast_layers' kernels)
+      inside XLA, where an untaken branch costs nothing; the chosen branch first turns its
+      row of draws into the op's transformation with Keras' arithmetic
+      (`RandAugmentDraws.transformation`; tests check it equal to the layer's own draw for
+      every op). (One call looping over the layers inside XLA was ~0.1 ms slower: XLA
+      copies the image into and out of its loop; unrolled, it compiled for 17-20 s.)
     """
 
     def __init__(self, magnitude, num_layers=2):
@@ -95,15 +97,31 @@ class RandAugment:
         self.ops = randaugment_ops(magnitude)
         self.draws = RandAugmentDraws([layer for _, layer in self.ops])
         self._apply_op = compiled(self._switch_op)
+        self._draw_uniforms = compiled(functools.partial(self.draws.uniforms, num_layers=num_layers))
 
     def __call__(self, image, seed):
         if self.num_layers == 0:
             return image
+        record = self.draw(tf.convert_to_tensor(seed)[None])
+        return self.apply(image, RandAugmentDraws.row(record, 0))
+
+    def draw(self, seeds, choice=None, fold_in=None):
+        """{"choice": int32 [N, L], "values": float32 [N, L, 6]}: the draws of N images from their seeds (int [N, 2]).
+
+        `fold_in` (an int): each seed is fold(seed, fold_in) first (the pipeline passes image seeds and 2).
+        `choice` ([L] op indices) replaces the drawn choices (the tests draw every op on the same seeds).
+        """
+        extra = {} if choice is None else {"choice": tf.constant(choice, tf.int32)}
+        if fold_in is not None:
+            extra["fold_in"] = fold_in
+        return self.draws.in_ranges(self._draw_uniforms(seeds, **extra))
+
+    def apply(self, image, record):
+        """One [H, W, C] image through the ops its record ({"choice": [L], "values": [L, 6]}) names, in order."""
         shape = image.shape
         if len(shape) != 3 or None in shape:
             raise ValueError("RandAugment takes one [height, width, channels] image of known size. "
                              f"Received shape {shape}")
-        record = self.draws(seed, self.num_layers)
         # Every op clips to (or stays inside) [0, 255] itself: no extra pass here.
         return tf.ensure_shape(self.apply_ops(image[None], record)[0], shape)
 
@@ -124,151 +142,6 @@ class RandAugment:
         with augment.tensorflow_backend(layer):
             transformation = self.draws.transformation(op_index, row, images.shape[1], images.shape[2])
             return tf.cast(layer.transform_images(images, transformation, training=True), images.dtype)
-
-
-class RandAugmentDraws:
-    """The random draws of a list of RandAugment op layers: a short TF pass, the rest inside XLA.
-
-    Every op draws from `augment.ElementSeed(op_seed)`: its k-th draw is
-    `tf.random.stateless_uniform(shape, [r, k], low, high)` with r fixed by op_seed, i.e.
-    `u_k * (high - low) + low` in float32 with the same u_k for every op (the first one
-    or two elements of one Philox block). `__call__` (TF's kernels, once per image) draws
-    u_1..u_3, scales them into the chosen op's ranges and takes the rotation angle's cosine
-    and sine, as Keras computes them (XLA has its own cos and sin, which round differently).
-    `transformation` turns one layer's row into the op's transformation (rotation matrix,
-    shear sign, translation in pixels, erasing box, the warp's row and column terms) with
-    Keras' float32 arithmetic, inside the compiled kernel, every product kept apart from
-    the add after it (`fast_layers.unfused_rounding`). `tests/data/test_fast_layers.py`
-    checks the result, compiled, equal to each layer's `get_random_transformation`.
-    """
-
-    _DRAWS = 3  # u_1 (two elements: the erasing box's sides), u_2, u_3
-    # Columns of record["values"]: u_1 (2), u_2, u_3 in the op's ranges, then the cosine and sine of
-    # the first as an angle in degrees (used by rotations only).
-    _COS, _SIN = 4, 5
-
-    def __init__(self, layers):
-        self.layers = list(layers)
-        self.kinds, self._constants, scale = [], [], []
-        low = np.zeros([len(self.layers), self._DRAWS], np.float32)  # a draw an op does not use: u_k itself
-        span = np.ones_like(low)
-        for op_index, layer in enumerate(self.layers):
-            kind, ranges, factor_scale, constant = _draw_spec(layer)
-            self.kinds.append(kind)
-            self._constants.append(constant)
-            scale.append(factor_scale)
-            for draw, (lo, hi) in ranges.items():  # float32 bounds and width, as tf.random.stateless_uniform
-                low[op_index, draw] = np.float32(lo)
-                span[op_index, draw] = np.float32(hi) - np.float32(lo)
-        # u_1's two elements share draw 0's range.
-        self.low, self.span = np.concatenate([low[:, :1], low], 1), np.concatenate([span[:, :1], span], 1)
-        self.scale = np.asarray(scale, np.float32)
-
-    def __call__(self, seed, num_layers, choice=None):
-        """`num_layers` op choices and their draws: {"choice": int32 [L], "values": float32 [L, 6]}.
-
-        `choice` ([L] op indices) replaces the drawn choices (the tests draw every op on the same seeds).
-        """
-        choices, uniforms = [], []
-        for layer_index in range(num_layers):
-            layer_seed = augment.fold(seed, layer_index)
-            choices.append(tf.random.stateless_uniform([], layer_seed, 0, len(self.layers), dtype=tf.int32))
-            element_seed = augment.ElementSeed(augment.fold(layer_seed, 7919))
-            uniforms.append(tf.concat([tf.random.stateless_uniform([2 if draw == 0 else 1], element_seed.next())
-                                       for draw in range(self._DRAWS)], 0))
-        choice = tf.stack(choices) if choice is None else tf.convert_to_tensor(choice, tf.int32)
-        # Each op's draws in its own range, as Keras' uniform computes them (in TF: XLA would fuse the add).
-        values = tf.stack(uniforms) * tf.gather(self.span, choice) + tf.gather(self.low, choice)
-        radians = values[:, 0] * np.float32(math.pi / 180.0)
-        # Keras takes the cosine of one angle at a time, i.e. Eigen's scalar cos; on 4 or more elements
-        # Eigen's vectorised cos would run, which rounds differently (measured).
-        if num_layers < 4:
-            cos, sin = tf.cos(radians), tf.sin(radians)
-        else:
-            cos = tf.concat([tf.cos(radians[i:i + 1]) for i in range(num_layers)], 0)
-            sin = tf.concat([tf.sin(radians[i:i + 1]) for i in range(num_layers)], 0)
-        return {"choice": choice, "values": tf.concat([values, tf.stack([cos, sin], 1)], 1)}
-
-    @staticmethod
-    def row(record, layer_index):
-        """One layer's draws from a record: {"choice": int32 [], "values": float32 [6]}."""
-        return {key: value[layer_index] for key, value in record.items()}
-
-    def transformation(self, op_index, row, height, width):
-        """Op `op_index`'s transformation, as its layer's get_random_transformation returns it for one
-        [1, height, width, C] image, from one record row (inside the compiled kernel)."""
-        kind = self.kinds[op_index]
-        if kind == "constant":
-            constant = self._constants[op_index]
-            return None if constant is None else {key: tf.constant(value) for key, value in constant.items()}
-        values = row["values"]
-        first, second, third = values[0], values[2], values[3]
-        # choice >> 31 is 0 (choices are >= 0), which XLA cannot know: see fast_layers.unfused_rounding.
-        rounded = fast_layers.unfused_rounding(tf.bitwise.right_shift(row["choice"], 31))
-        height_f, width_f = float(height), float(width)
-        zero, one = tf.zeros([]), tf.ones([])
-        if kind in ("rotate", "shear", "translate"):
-            if kind == "rotate":  # Keras' _compute_affine_matrix with no shear, translation or scale
-                cos, sin = values[self._COS], values[self._SIN]
-                center_x = np.float32(0.5) * (np.float32(width) - 1)
-                center_y = np.float32(0.5) * (np.float32(height) - 1)
-                a1, b0 = -sin, sin
-                entries = [cos, a1, (center_x - rounded(center_x * cos)) - rounded(center_y * a1),
-                           b0, cos, (center_y - rounded(center_x * b0)) - rounded(center_y * cos)]
-            elif kind == "shear":  # sign from u_1, y from u_2, x from u_3
-                sign = tf.where(first > 0.5, -1.0, 1.0)
-                entries = [one, third * sign, zero, second * sign, one, zero]
-            else:  # translation: height from u_1, width from u_2, in pixels
-                entries = [one, zero, -(second * width_f), zero, one, -(first * height_f)]
-            matrix = tf.stack(entries + [zero, zero])[None]
-            axes = fast_layers.warp_axes(matrix, height, width, rounded)
-            if kind == "rotate":
-                return {"rotation_matrix": matrix, "warp_axes": axes}
-            if kind == "shear":
-                return {"shear_factor": tf.stack([matrix[:, 1], matrix[:, 3]], 1), "warp_axes": axes}
-            return {"translations": -tf.stack([matrix[:, 2], matrix[:, 5]], 1), "warp_axes": axes}
-        if kind == "box":  # fast_layers.FastRandomErasing: sides from u_1, starts from u_2 and u_3
-            sides = tf.sqrt(tf.maximum(values[:2], 0.0))
-            box_width, box_height = rounded(sides[0] * width_f), rounded(sides[1] * height_f)
-            x0, y0 = rounded(second * (width_f - box_width)), rounded(third * (height_f - box_height))
-            box = tf.cast(tf.math.ceil(tf.stack([x0, x0 + box_width, y0, y0 + box_height])), tf.int32)
-            return {"fast_box": box, "apply_erasing": tf.constant([True])}
-        key, shape = kind  # a factor layer: its one drawn value under its own key and shape
-        # rounded: the kernel adds it (brightness) or multiplies and adds (contrast) next.
-        return {key: tf.reshape(rounded(first * self.scale[op_index]), shape)}
-
-
-def _draw_spec(layer):
-    """(kind, {draw: (low, high)}, factor scale, constant transformation) of one RandAugment op layer."""
-    if isinstance(layer, (fast_layers.FastAutoContrast, fast_layers.FastEqualization)):
-        return "constant", {}, 1.0, None  # no draw: the kernel reads the image only
-    if isinstance(layer, fast_layers.FixedSolarization):
-        return "constant", {}, 1.0, {"additions": np.full([1, 1, 1, 1], layer.fixed_addition, np.float32),
-                                     "thresholds": np.full([1, 1, 1, 1], layer.fixed_threshold, np.float32)}
-    if isinstance(layer, fast_layers.FastRandomInvert) and tuple(layer.factor) == (1.0, 1.0):
-        return "constant", {}, 1.0, {"apply_inversion": np.array([True])}  # u < 1 always: inverted
-    if isinstance(layer, keras.layers.RandomPosterization) and layer.factor[0] == layer.factor[1]:
-        shift = keras_internals.posterization_shift(layer, layer.factor[0])
-        return "constant", {}, 1.0, {"shift_factor": np.array([shift], np.uint8)}
-    if isinstance(layer, fast_layers.FastRandomRotation):
-        return "rotate", {0: (layer.factor[0] * 360.0, layer.factor[1] * 360.0)}, 1.0, None
-    if isinstance(layer, fast_layers.FastRandomShear):
-        return "shear", {0: (0.0, 1.0), 1: tuple(layer.y_factor), 2: tuple(layer.x_factor)}, 1.0, None
-    if isinstance(layer, fast_layers.FastRandomTranslation):
-        return "translate", {0: (layer.height_lower, layer.height_upper),
-                             1: (layer.width_lower, layer.width_upper)}, 1.0, None
-    if isinstance(layer, fast_layers.FastRandomErasing) and tuple(layer.factor) == (1.0, 1.0):
-        return "box", {0: tuple(layer.scale)}, 1.0, None  # probability 1: always erased
-    if isinstance(layer, fast_layers.FastRandomColorDegeneration):
-        return ("factor", [1, 1, 1, 1]), {0: tuple(layer.factor)}, 1.0, None
-    if isinstance(layer, fast_layers.FastRandomContrast):
-        return ("contrast_factor", [1, 1, 1, 1]), {0: (1.0 - layer.factor[0], 1.0 + layer.factor[1])}, 1.0, None
-    if isinstance(layer, keras.layers.RandomBrightness):
-        span = layer.value_range[1] - layer.value_range[0]
-        return ("rgb_delta", [1, 1, 1, 1]), {0: tuple(layer.factor)}, float(span), None
-    if isinstance(layer, fast_layers.FastRandomSharpness):
-        return ("factor", [1]), {0: tuple(layer.factor)}, 1.0, None
-    raise TypeError(f"RandAugment has no draw table for {type(layer).__name__}")
 
 
 def compiled(function):

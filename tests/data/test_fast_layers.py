@@ -122,9 +122,9 @@ EXACT_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "cuto
 
 
 def forced_record(randaugment, op_index, seed_values, num_layers=1):
-    """RandAugment's draw record for op `op_index` (every layer) on a seed, drawn as in a tf.data map (graph)."""
-    draw = tf.function(lambda s: randaugment.draws(s, num_layers, choice=[op_index] * num_layers), autograph=False)
-    return draw(tf.constant(seed_values, tf.int64))
+    """RandAugment's draw record for op `op_index` (every layer) on one seed, its first `num_layers` layers."""
+    record = randaugment.draw(tf.constant([seed_values], tf.int64), choice=[op_index] * randaugment.num_layers)
+    return {key: value[0, :num_layers] for key, value in record.items()}
 
 
 def layer_draw(layer, image, seed_values, layer_index=0):
@@ -209,3 +209,30 @@ def test_randaugment_applies_the_drawn_ops_in_order():
         ours = randaugment(tf.constant(image), seed_tensor).numpy()
         off = np.abs(ours - expected[0]) > 2e-3
         assert off.mean() < 1e-3, (trial, off.mean())
+
+
+def test_rotation_cosine_and_sine_equal_keras_on_many_angles():
+    """A batch's draws take the cosines and sines of its angles as Keras does for one angle (Eigen's scalar cos;
+    its vectorised cos rounds differently): 256 angles against the layer's own matrix."""
+    randaugment = randaugment_lib.RandAugment(15.0)
+    rotate = [name for name, _ in randaugment.ops].index("rotate")
+    layer = randaugment.ops[rotate][1]
+    seeds = np.random.default_rng(0).integers(-2**40, 2**40, (256, 2))
+    record = randaugment.draw(tf.constant(seeds, tf.int64), choice=[rotate] * 2)
+
+    def matrix(choice, values):
+        row = {"choice": choice[0], "values": values[0]}
+        return randaugment.draws.transformation(rotate, row, 300, 260)["rotation_matrix"][0]
+
+    ours = randaugment_lib.compiled(lambda r: tf.map_fn(lambda row: matrix(*row), (r["choice"], r["values"]),
+                                                        fn_output_signature=tf.float32))(record).numpy()
+
+    @tf.function(autograph=False)
+    def theirs(seed_values):
+        with augment.tensorflow_backend(layer):
+            return layer.get_random_transformation(tf.zeros([1, 300, 260, 3]), training=True, seed=augment.ElementSeed(
+                augment.fold(augment.fold(seed_values, 0), 7919)))["rotation_matrix"][0]
+
+    expected = np.stack([theirs(tf.constant(s, tf.int64)).numpy() for s in seeds])
+    assert len(np.unique(expected[:, 0])) > 200  # distinct angles
+    np.testing.assert_array_equal(ours, expected)
