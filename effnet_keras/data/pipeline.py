@@ -355,8 +355,8 @@ def _augmenter(call):
     data = call.data
     num_layers = data.ra_num_layers
     use_randaugment = data.augment == "randaugment" and float(call.randaug_magnitude) > 0 and num_layers > 0
-    return _image_augmenter(call.image_size, data.random_flip, float(call.randaug_magnitude) if use_randaugment else 0.0,
-                            num_layers if use_randaugment else 0)
+    magnitude = float(call.randaug_magnitude) if use_randaugment else 0.0
+    return _image_augmenter(call.image_size, data.random_flip, magnitude, num_layers if use_randaugment else 0)
 
 
 def _batch_and_mix_stage(call, dataset):

@@ -77,9 +77,9 @@ class RandAugment:
     * `draw(seeds)`: for a batch of seeds, every layer's op choice and that op's random
       numbers, the same numbers from the same seeds as each op's Keras layer would draw
       (`RandAugmentDraws.uniforms`: TF's stateless Philox as vector ops over the batch, one
-      compiled call; then the rotation angles' cosine and sine with TF's kernels). Drawn per image as TF kernels they cost ~85 ops and ~0.17 ms per
-      image on one core; the pipeline draws them for 64 image seeds at a time, beside the
-      seed stream. (The layers' own `get_random_transformation` costs 20-185 TF nodes per
+      compiled call; then `in_ranges`, a few TF ops). Drawn per image as TF kernels they
+      cost ~85 ops and ~0.17 ms per image on one core; the pipeline draws them for 64 image
+      seeds at a time, beside the seed stream. (The layers' own `get_random_transformation` costs 20-185 TF nodes per
       op, and inside a 16-way `tf.switch_case` all 16 branches' nodes would run.)
     * `apply(image, record)`: per layer, one XLA-compiled call that switches among the 16
       ops' pixel kernels (the Keras layers' `transform_images`, fast_layers' kernels)

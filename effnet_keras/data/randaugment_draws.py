@@ -24,8 +24,9 @@ class RandAugmentDraws:
     or two elements of one Philox block). `uniforms` computes the op choices and u_1..u_3 with
     TF's stateless Philox written as integer ops (`philox`, bit-exact) over a batch of
     seeds; `in_ranges` scales them into the chosen ops' ranges and adds the cosine and
-    sine of the first as an angle (TF's kernels, a few ops per batch). `transformation` turns one layer's
-    row into the op's transformation (rotation matrix, shear sign, translation in pixels, erasing box, the warp's row and column terms) with
+    sine of the first as an angle (TF's kernels, a few ops per batch). `transformation`
+    turns one layer's row into the op's transformation (rotation matrix, shear sign,
+    translation in pixels, erasing box, the warp's row and column terms) with
     Keras' float32 arithmetic, inside the compiled kernel, every product kept apart from
     the add after it (`fast_layers.unfused_rounding`). `tests/data/test_fast_layers.py`
     checks the result, compiled, equal to each layer's `get_random_transformation`.
