@@ -111,10 +111,8 @@ class RandAugment:
         `fold_in` (an int): each seed is fold(seed, fold_in) first (the pipeline passes image seeds and 2).
         `choice` ([L] op indices) replaces the drawn choices (the tests draw every op on the same seeds).
         """
-        extra = {} if choice is None else {"choice": tf.constant(choice, tf.int32)}
-        if fold_in is not None:
-            extra["fold_in"] = fold_in
-        return self.draws.in_ranges(self._draw_uniforms(seeds, **extra))
+        choice = None if choice is None else tf.constant(choice, tf.int32)
+        return self.draws.in_ranges(self._draw_uniforms(seeds, choice=choice, fold_in=fold_in))
 
     def apply(self, image, record):
         """One [H, W, C] image through the ops its record ({"choice": [L], "values": [L, 6]}) names, in order."""
